@@ -1,0 +1,27 @@
+# Two entry points: `make quickstart` (the main job on ToyWorld, CPU only) and `make test`.
+# Both create .venv/ at the repo root on first use and install the package with its extras.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= runs/quickstart
+
+.PHONY: quickstart test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/vlp quickstart --out $(OUT)
+
+# pytest exits 5 when a selection (-k, a path) collects no test; that is not a failure.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,1 @@
+"""Data: region feature stores, annotation readers, ToyWorld, batches."""
