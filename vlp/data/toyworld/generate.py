@@ -80,8 +80,8 @@ def _records(cfg: ToyWorldConfig, images_dir: Path, pool: str, count: int,
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, separators=(",", ":"))
+    # json.dumps runs the C encoder; json.dump to a file would stream in pure Python.
+    path.write_text(json.dumps(obj, separators=(",", ":")), encoding="utf-8")
 
 
 def _write_all(cfg: ToyWorldConfig, root: Path, progress: bool) -> dict:

@@ -106,7 +106,7 @@ def render(shapes: list[Shape], rng: np.random.Generator, image_size: int) -> Im
     canvas = Image.fromarray(_background(rng, image_size))
     draw = ImageDraw.Draw(canvas)
     for s in shapes:
-        fill = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in RGB[s.color])
+        fill = tuple(min(255, max(0, c + int(rng.integers(-12, 13)))) for c in RGB[s.color])
         outline = tuple(int(c * 0.7) for c in fill)
         x1, y1, x2, y2 = s.box
         # PIL's end coordinates are inclusive; our boxes are exclusive.
