@@ -116,7 +116,7 @@ def summarize(toy: list[ImageRecord], cc: list[ImageRecord]) -> dict:
         "images": dict(sorted(Counter(r.split for r in toy).items())),
         "captions": sum(len(r.captions) for r in toy),
         "pretrain_images": len(cc),
-        "objects": sum(len(r.shapes) for r in toy + cc),
+        "objects": sum(len(r.shapes) for r in toy),
         "questions": dict(sorted(kinds.items())),
         "yes_fraction": round(yes_no.count("yes") / max(1, len(yes_no)), 3),
     }
