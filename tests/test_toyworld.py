@@ -26,21 +26,22 @@ RGB = {"red": (215, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 215),
        "yellow": (235, 205, 35), "purple": (135, 55, 175), "orange": (245, 135, 25)}
 
 
+def _made(root: Path, cfg: ToyWorldConfig) -> Path:
+    generate(root, cfg, progress=False)
+    return root
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tw") / "toyworld"
-    generate(root, ToyWorldConfig(images=80, pretrain_images=30, seed=3, answer_noise=0.2),
-             progress=False)
-    return root
+    cfg = ToyWorldConfig(images=80, pretrain_images=30, seed=3, answer_noise=0.2)
+    return _made(tmp_path_factory.mktemp("tw") / "toyworld", cfg)
 
 
 @pytest.fixture(scope="module")
 def clean_world(tmp_path_factory) -> Path:
     """No answer noise and enough images for proportions to mean something."""
-    root = tmp_path_factory.mktemp("tw0") / "toyworld"
-    generate(root, ToyWorldConfig(images=400, pretrain_images=0, seed=11, answer_noise=0.0),
-             progress=False)
-    return root
+    cfg = ToyWorldConfig(images=400, pretrain_images=0, seed=11, answer_noise=0.0)
+    return _made(tmp_path_factory.mktemp("tw0") / "toyworld", cfg)
 
 
 def vqa_pairs(root: Path, split: str):
@@ -245,11 +246,6 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     c = tree(_made(tmp_path / "c", ToyWorldConfig(images=12, pretrain_images=5, seed=8,
                                                   image_format="png")))
     assert c["annotations/dataset_toy.json"] != a["annotations/dataset_toy.json"]
-
-
-def _made(root, cfg):
-    generate(root, cfg, progress=False)
-    return root
 
 
 def test_rerun_with_same_settings_keeps_the_directory(tmp_path):
