@@ -1,0 +1,53 @@
+"""The model's per-region position input: a 6-d box vector and the class probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlp.data.features.record import RegionRecord
+
+BOX_NORMS = ("image", "lazy")
+# VLP's F.layer_norm calls used PyTorch's default eps.
+LAYER_NORM_EPS = 1e-5
+# VLP added this to the largest coordinate so that a degenerate record cannot divide by 0.
+LAZY_EPS = 1e-5
+
+
+def box_class_vector(record: RegionRecord, box_norm: str = "image",
+                     eps: float = LAYER_NORM_EPS) -> np.ndarray:
+    """[N, 6 + C] float32: layer_norm([x1/w, y1/h, x2/w, y2/h, area, score]) ++ layer_norm(cls).
+
+    Both halves are layer-normalised separately with no affine parameters; `area` is the
+    box area over the image area, clamped at 0. 1607 dims for VLP's 1601 classes, 6 for a
+    BUTD TSV record (C = 0).
+
+    box_norm="image" divides by the stored image size. box_norm="lazy" reproduces VLP,
+    whose release stored no image size: w and h are the largest x and y coordinate over
+    the image's boxes (plus 1e-5), so the vector is only as good as that estimate.
+    """
+    boxes = np.asarray(record.boxes, dtype=np.float32)
+    if box_norm == "image":
+        if not record.has_image_size:
+            raise ValueError("this record stores no image size (VLP's released features); "
+                             "use box_norm='lazy' to normalise by the largest box coordinate")
+        w, h = np.float32(record.image_w), np.float32(record.image_h)
+    elif box_norm == "lazy":
+        w = boxes[:, [0, 2]].max() + np.float32(LAZY_EPS)
+        h = boxes[:, [1, 3]].max() + np.float32(LAZY_EPS)
+    else:
+        raise ValueError(f"box_norm must be one of {BOX_NORMS}, got {box_norm!r}")
+    x1, x2 = boxes[:, 0] / w, boxes[:, 2] / w
+    y1, y2 = boxes[:, 1] / h, boxes[:, 3] / h
+    area = np.maximum((x2 - x1) * (y2 - y1), np.float32(0))
+    six = np.stack([x1, y1, x2, y2, area, np.asarray(record.scores, np.float32)], axis=1)
+    cls = np.asarray(record.cls_probs, dtype=np.float32)
+    return np.concatenate([layer_norm(six, eps), layer_norm(cls, eps)], axis=1)
+
+
+def layer_norm(x: np.ndarray, eps: float = LAYER_NORM_EPS) -> np.ndarray:
+    """Normalise the last axis to zero mean, unit (biased) variance; no scale or shift."""
+    if x.shape[-1] == 0:
+        return x.astype(np.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = np.square(x - mean).mean(axis=-1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + np.float32(eps))).astype(np.float32)
