@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -113,15 +114,19 @@ class RegionStore(Mapping):
         return f"<{type(self).__name__} {self.path}>"
 
     # -- for subclasses -------------------------------------------------------------------
+    @abstractmethod
     def _open(self):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _read(self, handle, key: str) -> RegionRecord | None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _has(self, handle, key: str) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _ids(self, handle):
-        raise NotImplementedError
+        ...
 

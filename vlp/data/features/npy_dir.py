@@ -14,7 +14,7 @@ import numpy as np
 
 from vlp.data.features.base import RegionStore
 from vlp.data.features.errors import MissingImageError, RecordError, StoreError
-from vlp.data.features.record import RegionRecord
+from vlp.data.features.vlp_h5 import record_from_box_file
 
 CLS_SUFFIX = "_cls_prob.npy"
 
@@ -74,11 +74,7 @@ class NpyDirStore(RegionStore):
             raise RecordError(f"image {key!r}: no class probabilities file {cls_path}") from None
         except (OSError, ValueError) as err:
             raise RecordError(f"image {key!r}: unreadable features ({err})") from None
-        if boxes6.ndim != 2 or boxes6.shape[1] != 6:
-            raise RecordError(f"image {key!r} in {self.bbox_file}: boxes must be [N, 6], "
-                              f"got {list(boxes6.shape)}")
-        return RegionRecord(boxes=np.ascontiguousarray(boxes6[:, :4]), features=features,
-                            cls_probs=cls_probs, scores=np.ascontiguousarray(boxes6[:, 5]))
+        return record_from_box_file(key, self.bbox_file, boxes6, features, cls_probs)
 
     def _has(self, bbox, key) -> bool:
         return key in self.files and key in bbox

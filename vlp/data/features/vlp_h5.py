@@ -103,11 +103,7 @@ class VlpH5Store(RegionStore):
             cls_probs = np.asarray(cls[key][()]).astype(np.float16)
         except (OSError, TypeError, ValueError) as err:
             raise RecordError(f"image {key!r} in {self.path}: unreadable ({err})") from None
-        if boxes6.ndim != 2 or boxes6.shape[1] != 6:
-            raise RecordError(f"image {key!r} in {self.bbox_file}: boxes must be [N, 6], "
-                              f"got {list(boxes6.shape)}")
-        return RegionRecord(boxes=np.ascontiguousarray(boxes6[:, :4]), features=features,
-                            cls_probs=cls_probs, scores=np.ascontiguousarray(boxes6[:, 5]))
+        return record_from_box_file(key, self.bbox_file, boxes6, features, cls_probs)
 
     def _has(self, handle, key) -> bool:
         suffix = key[-3:]
@@ -141,3 +137,12 @@ def _check_pairs(prefix, shards) -> None:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise StoreError(f"VLP features at {prefix}: {len(feat)} feature and {len(cls)} "
                          f"class shards; missing {', '.join(missing[:5])}{more}")
+
+
+def record_from_box_file(key, bbox_file, boxes6, features, cls_probs) -> RegionRecord:
+    """A record from VLP's merged box file row block [N, 6] (x1 y1 x2 y2 class score)."""
+    if boxes6.ndim != 2 or boxes6.shape[1] != 6:
+        raise RecordError(f"image {key!r} in {bbox_file}: boxes must be [N, 6], "
+                          f"got {list(boxes6.shape)}")
+    return RegionRecord(boxes=np.ascontiguousarray(boxes6[:, :4]), features=features,
+                        cls_probs=cls_probs, scores=np.ascontiguousarray(boxes6[:, 5]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from vlp.data.features.base import image_key
 from vlp.data.features.errors import RecordError, StoreError
 from vlp.data.features.record import RegionRecord, check_record
@@ -9,7 +11,7 @@ from vlp.data.features.record import RegionRecord, check_record
 MAX_KEY_BYTES = 511  # LMDB's key limit; HDF5 stores keep the same rule so files convert
 
 
-class RegionWriter:
+class RegionWriter(ABC):
     """Append records to a store: `put` buffers, every `batch_size` puts commit together.
 
     A record is durable once its batch commits (`commit()`, a full batch, or leaving the
@@ -86,17 +88,21 @@ class RegionWriter:
         return self._count_committed() + len(self._pending)
 
     # -- for subclasses -------------------------------------------------------------------
+    @abstractmethod
     def _has_committed(self, key: str) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _count_committed(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _write_batch(self, items: list[tuple[str, RegionRecord]]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        ...
 
 
 def _checked_key(image_id) -> str:
