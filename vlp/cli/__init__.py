@@ -16,7 +16,7 @@ from vlp.cli.args import ArgumentParser
 from vlp.errors import VLPError
 
 # Order is the order shown by `vlp --help`.
-COMMANDS = ("quickstart", "toyworld", "convert_features")
+COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint")
 
 
 def build_parser() -> ArgumentParser:

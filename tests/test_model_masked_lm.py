@@ -1,0 +1,78 @@
+"""Masked LM: VLP's counts, 80/10/10 over 10k draws, padding never predicted, tied output."""
+
+from __future__ import annotations
+
+import torch
+
+from vlp.model import UnifiedVLP, VLPConfig, mask_text
+from vlp.model.masked_lm import predictions_per_example
+
+MASK = 3
+
+
+def config(**kw) -> VLPConfig:
+    base = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                intermediate_size=48, max_position_embeddings=64, region_feature_dim=8,
+                region_hidden_size=8, region_classes=2, max_regions=4, cls_token_id=1,
+                sep_token_id=2, mask_token_id=MASK)
+    return VLPConfig(**{**base, **kw})
+
+
+def test_prediction_counts_follow_vlp_rounding_min_one_max_pred():
+    # lengths count the final [SEP]: 1, 3, 7, 10 and 29 words.
+    lengths = torch.tensor([2, 4, 8, 11, 30])
+    assert predictions_per_example(lengths, 0.15, 3).tolist() == [1, 1, 1, 2, 3]
+    assert predictions_per_example(lengths, 0.5, 20).tolist() == [1, 2, 4, 5, 14]
+
+
+def test_80_10_10_and_uniform_positions_over_10k_draws():
+    n, words = 10_000, 20
+    ids = torch.randint(10, 1000, (n, words + 1))
+    lengths = torch.full((n,), words + 1)
+    out = mask_text(ids, lengths, config(), torch.Generator().manual_seed(0))
+    assert out.weights.all() and out.positions.shape == (n, 3)
+    assert torch.equal(out.labels, ids.gather(1, out.positions))
+    new = out.input_ids.gather(1, out.positions)
+    masked = (new == MASK).float().mean().item()
+    unchanged = (new == out.labels).float().mean().item()
+    random = 1.0 - masked - unchanged
+    assert abs(masked - 0.8) < 0.015
+    # A random token equals the original 1 time in 1000: within the tolerance.
+    assert abs(random - 0.1) < 0.01 and abs(unchanged - 0.1) < 0.01
+    # Each of the 21 candidates (the final [SEP] included) is picked 3/21 of the time.
+    counts = torch.bincount(out.positions.flatten(), minlength=words + 1).float()
+    assert counts.shape[0] == words + 1
+    assert (counts - 3 * n / (words + 1)).abs().max() < 200
+    # Positions never repeat within an example, and nothing else changes.
+    assert all(len(set(row)) == 3 for row in out.positions.tolist())
+    untouched = torch.ones_like(ids, dtype=torch.bool).scatter(1, out.positions, False)
+    assert torch.equal(out.input_ids[untouched], ids[untouched])
+
+
+def test_padding_is_never_predicted_nor_changed():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 9, (2000,), generator=g)
+    ids = torch.randint(10, 1000, (2000, 8), generator=g)
+    pad = torch.arange(8)[None, :] >= lengths[:, None]
+    ids[pad] = 0
+    out = mask_text(ids, lengths, config(), g)
+    assert (out.positions[out.weights] < lengths[:, None].expand_as(out.positions)[out.weights]).all()
+    assert torch.equal(out.weights.sum(1), predictions_per_example(lengths, 0.15, 3))
+    assert (out.input_ids[pad] == 0).all()
+
+
+def test_output_layer_is_the_word_embedding_matrix():
+    torch.manual_seed(0)
+    model = UnifiedVLP(config())
+    assert not any("decoder" in k for k in model.state_dict())
+    b = dict(text_ids=torch.randint(10, 1000, (2, 5)), text_lengths=torch.tensor([5, 3]),
+             region_features=torch.randn(2, 2, 8), region_locations=torch.rand(2, 2, 8),
+             num_regions=torch.tensor([2, 1]))
+    loss = model.pretraining_loss(**b, generator=torch.Generator().manual_seed(0))["loss"]
+    loss.backward()
+    grad = model.embeddings.word_embeddings.weight.grad
+    # Rows of words that appear nowhere in the input still get gradient: from the output layer.
+    unused = torch.ones(1000, dtype=torch.bool)
+    unused[b["text_ids"].flatten()] = False
+    unused[[0, 1, 2, 3]] = False
+    assert grad[unused].abs().sum() > 0

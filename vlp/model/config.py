@@ -1,0 +1,148 @@
+"""The model configuration: one dataclass, saved as config.json in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlp.errors import VLPError
+
+# Written into config.json so a directory of some other model is recognised as such.
+ARCHITECTURE = "UnifiedVLP"
+
+# Segment (token type) ids of VLP's `--new_segment_ids` scheme: bidirectional examples
+# use 0/1 (image block/text), seq2seq examples 4/5; 2 and 3 were UniLM's left-to-right
+# and right-to-left types, kept so the table has VLP's six rows.
+SIX_TYPE_IDS = {"bi": (0, 1), "s2s": (4, 5)}
+# The legacy scheme: image block 0, text 1 whatever the objective.
+TWO_TYPE_IDS = {"bi": (0, 1), "s2s": (0, 1)}
+
+_ACTIVATIONS = ("gelu", "relu")
+
+
+@dataclass
+class VLPConfig:
+    """Sizes and defaults of a UnifiedVLP model; everything needed to rebuild it."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    # 6: VLP's --new_segment_ids scheme; 2: the legacy BERT scheme.
+    type_vocab_size: int = 6
+    # VLP's BERT used 1e-5 everywhere; BERT checkpoints were trained with 1e-12.
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    # Regions: feature dim D, detector classes C (background included), the most
+    # regions per image, and the width of the feature MLP's hidden layer (D in VLP's
+    # BUTD setting, where its first layer starts from the detector's fc7).
+    region_feature_dim: int = 2048
+    region_classes: int = 1601
+    max_regions: int = 100
+    region_hidden_size: int = 2048
+    # Answer classes of the VQA head on [CLS] * first [SEP]; 0 = no VQA head.
+    vqa_answers: int = 0
+    pad_token_id: int = 0
+    cls_token_id: int = 101
+    sep_token_id: int = 102
+    mask_token_id: int = 103
+    # Masked LM and objective mix (VLP's --mask_prob, --max_pred, --s2s_prob, --bi_prob).
+    mask_prob: float = 0.15
+    max_pred: int = 3
+    s2s_prob: float = 1.0
+    bi_prob: float = 0.0
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def region_loc_dim(self) -> int:
+        """Width of the box + class vector: 6 box numbers and C class probabilities."""
+        return self.region_classes + 6
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def segment_ids(self) -> dict[str, tuple[int, int]]:
+        return SIX_TYPE_IDS if self.type_vocab_size >= 6 else TWO_TYPE_IDS
+
+    def validate(self) -> None:
+        positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "max_position_embeddings", "region_feature_dim",
+                    "max_regions", "region_hidden_size", "max_pred")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise VLPError(f"model config: {name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise VLPError(f"model config: hidden_size {self.hidden_size} is not a multiple of "
+                           f"num_attention_heads {self.num_attention_heads}")
+        if self.type_vocab_size not in (2, 6):
+            raise VLPError(f"model config: type_vocab_size must be 2 (legacy) or 6 "
+                           f"(VLP's new segment ids), got {self.type_vocab_size}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise VLPError(f"model config: hidden_act {self.hidden_act!r} is not one of "
+                           f"{', '.join(_ACTIVATIONS)}")
+        for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise VLPError(f"model config: {name} {getattr(self, name)} is outside the "
+                               f"vocabulary (vocab_size {self.vocab_size})")
+        if self.region_classes < 0 or self.vqa_answers < 0:
+            raise VLPError("model config: region_classes and vqa_answers must be >= 0")
+        for name in ("mask_prob", "s2s_prob", "bi_prob", "hidden_dropout_prob",
+                     "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise VLPError(f"model config: {name} must be between 0 and 1, "
+                               f"got {getattr(self, name)}")
+        if abs(self.s2s_prob + self.bi_prob - 1.0) > 1e-6:
+            raise VLPError(f"model config: s2s_prob + bi_prob must be 1, got "
+                           f"{self.s2s_prob} + {self.bi_prob}")
+        if self.max_regions + 3 > self.max_position_embeddings:
+            raise VLPError(f"model config: max_regions {self.max_regions} leaves no text "
+                           f"positions in max_position_embeddings {self.max_position_embeddings}")
+
+    def to_dict(self) -> dict:
+        return {"architecture": ARCHITECTURE, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "VLPConfig":
+        data = dict(data)
+        arch = data.pop("architecture", None)
+        if arch != ARCHITECTURE:
+            raise VLPError(f"{source}: architecture is {arch!r}, expected {ARCHITECTURE!r} "
+                           "(for a Hugging Face BERT directory use `vlp convert-checkpoint "
+                           "--from hf-bert`)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise VLPError(f"{source}: unknown model config keys {unknown}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VLPConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise VLPError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise VLPError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes) -> "VLPConfig":
+        """A copy with `changes`; unknown names are an error naming them."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise VLPError(f"unknown model config keys {unknown}")
+        return dataclasses.replace(self, **changes)

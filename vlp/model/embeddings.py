@@ -1,0 +1,59 @@
+"""Input embeddings: BERT's word/position/segment tables and VLP's region MLPs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlp.errors import VLPError
+from vlp.model.config import VLPConfig
+
+
+class Embeddings(nn.Module):
+    """BERT's embedding tables. `forward` takes the slot vectors (word + position, or a
+    region's feature + location embedding), adds the segment embedding, then LayerNorm and
+    dropout, as VLP did for every position."""
+
+    def __init__(self, config: VLPConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def words(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(ids) + self.position_embeddings(positions)
+
+    def forward(self, slots: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.LayerNorm(slots + self.token_type_embeddings(token_type_ids)))
+
+
+class RegionEmbedding(nn.Module):
+    """VLP's region slots: feature D -> Linear(D, D') -> ReLU -> Linear(D', H) -> ReLU ->
+    Dropout, plus box+class vector (C+6) -> Linear -> ReLU -> Dropout. The sum takes the
+    place of a word's word + position embedding."""
+
+    def __init__(self, config: VLPConfig):
+        super().__init__()
+        h, d, dh = config.hidden_size, config.region_feature_dim, config.region_hidden_size
+        p = config.hidden_dropout_prob
+        self.feature = nn.Sequential(nn.Linear(d, dh), nn.ReLU(), nn.Linear(dh, h), nn.ReLU(),
+                                     nn.Dropout(p))
+        self.location = nn.Sequential(nn.Linear(config.region_loc_dim, h), nn.ReLU(),
+                                      nn.Dropout(p))
+
+    def forward(self, features: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        return self.feature(features) + self.location(locations)
+
+    @torch.no_grad()
+    def init_from_fc7(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Start the first feature layer from a detector's fc7, as VLP did with Detectron's."""
+        first = self.feature[0]
+        if tuple(weight.shape) != tuple(first.weight.shape) or tuple(bias.shape) != tuple(first.bias.shape):
+            raise VLPError(f"fc7 weight {tuple(weight.shape)} / bias {tuple(bias.shape)} do not "
+                           f"fit the region layer {tuple(first.weight.shape)} (out, in): set "
+                           "region_hidden_size and region_feature_dim to the detector's")
+        first.weight.copy_(weight)
+        first.bias.copy_(bias)

@@ -1,0 +1,171 @@
+"""UnifiedVLP: region + text embeddings, one BERT encoder, masked-LM and VQA heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vlp.errors import VLPError
+from vlp.model.config import VLPConfig
+from vlp.model.embeddings import Embeddings, RegionEmbedding
+from vlp.model.encoder import Encoder, KVCache
+from vlp.model.masked_lm import MaskedLMHead, MaskedText, mask_text, masked_lm_loss
+from vlp.model.masks import Layout, build_layout, check_lengths, draw_objectives
+
+
+class UnifiedVLP(nn.Module):
+    """One transformer for both objectives: the attention mask alone makes an example
+    bidirectional or seq2seq (VLP, Zhou et al. 2020)."""
+
+    def __init__(self, config: VLPConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.region = RegionEmbedding(config)
+        self.encoder = Encoder(config)
+        self.mlm_head = MaskedLMHead(config, self.embeddings.word_embeddings)
+        self.vqa_head = None
+        if config.vqa_answers:
+            h = config.hidden_size
+            self.vqa_head = nn.Sequential(nn.Linear(h, 2 * h), nn.ReLU(),
+                                          nn.Linear(2 * h, config.vqa_answers))
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # -- inputs ------------------------------------------------------------------------
+    def _check_regions(self, features: torch.Tensor, locations: torch.Tensor) -> None:
+        c = self.config
+        if features.dim() != 3 or features.shape[-1] != c.region_feature_dim:
+            raise VLPError(f"region_features has shape {tuple(features.shape)}; the model "
+                           f"expects [batch, regions, {c.region_feature_dim}] "
+                           "(config region_feature_dim)")
+        if tuple(locations.shape) != (*features.shape[:2], c.region_loc_dim):
+            raise VLPError(f"region_locations has shape {tuple(locations.shape)}; expected "
+                           f"{(*features.shape[:2], c.region_loc_dim)} (6 box numbers + "
+                           f"region_classes {c.region_classes})")
+
+    def embed(self, text_ids, text_lengths, region_features, region_locations, num_regions,
+              s2s: torch.Tensor) -> tuple[torch.Tensor, Layout]:
+        """Embedded sequence [B, L, H] and its layout (see vlp.model.masks)."""
+        self._check_regions(region_features, region_locations)
+        b, r = region_features.shape[:2]
+        check_lengths(num_regions, text_lengths, r, text_ids.shape[1], self.config)
+        layout = build_layout(num_regions, text_lengths, r, text_ids.shape[1], s2s, self.config)
+        c, pos = self.config, layout.position_ids
+        head = torch.full((b, 1), c.cls_token_id, dtype=torch.long, device=text_ids.device)
+        sep = torch.full((b, 1), c.sep_token_id, dtype=torch.long, device=text_ids.device)
+        words = self.embeddings.words
+        regions = self.region(region_features, region_locations.to(region_features.dtype))
+        tail = words(torch.cat([sep, text_ids], 1), pos[:, r + 1:])
+        slots = torch.cat([words(head, pos[:, :1]), regions.to(tail.dtype), tail], dim=1)
+        return self.embeddings(slots, layout.token_type_ids), layout
+
+    def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
+                s2s: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states [B, R + 2 + T, H]. `s2s` [B] bool (default: all seq2seq)."""
+        if s2s is None:
+            s2s = torch.ones(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
+        x, layout = self.embed(text_ids, text_lengths, region_features, region_locations,
+                               num_regions, s2s)
+        return self.encoder(x, layout.mask)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """A text-only BERT forward: last hidden states [B, T, H], as transformers'
+        BertModel gives for the same weights."""
+        b, t = input_ids.shape
+        if t > self.config.max_position_embeddings:
+            raise VLPError(f"input of {t} tokens is longer than max_position_embeddings "
+                           f"{self.config.max_position_embeddings}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(t, device=input_ids.device).expand(b, t)
+        x = self.embeddings(self.embeddings.words(input_ids, positions), token_type_ids)
+        mask = attention_mask.bool()[:, None, None, :]
+        return self.encoder(x, mask)
+
+    # -- heads and losses ----------------------------------------------------------------
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlm_head(hidden)
+
+    def vqa_logits(self, hidden: torch.Tensor, region_slots: int) -> torch.Tensor:
+        """Answer scores from [CLS] * first [SEP], VLP's VQA input."""
+        if self.vqa_head is None:
+            raise VLPError("this model has no VQA head (config vqa_answers is 0)")
+        return self.vqa_head(hidden[:, 0] * hidden[:, region_slots + 1])
+
+    def pretraining_loss(self, text_ids, text_lengths, region_features, region_locations,
+                         num_regions, generator: torch.Generator | None = None,
+                         s2s: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Masked LM on a batch: objectives drawn per example (s2s_prob), tokens masked
+        (mask_prob, max_pred, 80/10/10). Returns {"loss", "mlm_loss"}."""
+        if s2s is None:
+            s2s = draw_objectives(text_ids.shape[0], self.config.s2s_prob, text_ids.device,
+                                  generator)
+        masked = mask_text(text_ids, text_lengths, self.config, generator)
+        hidden = self(masked.input_ids, text_lengths, region_features, region_locations,
+                      num_regions, s2s)
+        loss = self.masked_lm_loss(hidden, masked, region_features.shape[1])
+        return {"loss": loss, "mlm_loss": loss.detach()}
+
+    def masked_lm_loss(self, hidden: torch.Tensor, masked: MaskedText, region_slots: int):
+        where = (masked.positions + region_slots + 2)[..., None].expand(-1, -1, hidden.shape[-1])
+        logits = self.mlm_logits(hidden.gather(1, where))
+        return masked_lm_loss(logits, masked.labels, masked.weights)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.num_hidden_layers)
+
+    # -- cost ----------------------------------------------------------------------------
+    def flops_per_step(self, batch_size: int, seq_len: int, regions: int = 0,
+                       training: bool = True) -> float:
+        return step_flops(self.config, batch_size, seq_len, regions, training)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+        """config.json + model.safetensors (+ the tokenizer files in `tokenizer_dir`)."""
+        from vlp.model.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory, tokenizer_dir)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location="cpu") -> "UnifiedVLP":
+        from vlp.model.checkpoint import load_pretrained
+
+        return load_pretrained(cls, directory, map_location)
+
+    @classmethod
+    def from_pretrained_bert(cls, path: str | Path, **config) -> "UnifiedVLP":
+        """A model whose text side starts from a Hugging Face BERT directory; `config`
+        overrides sizes of the parts BERT lacks (regions, VQA head, token ids...)."""
+        from vlp.model.convert import from_hf_bert
+
+        return from_hf_bert(cls, path, **config)
+
+
+def step_flops(config: VLPConfig, batch_size: int, seq_len: int, regions: int = 0,
+               training: bool = True) -> float:
+    """Matmul FLOPs of one forward (x3 with backward): encoder over full sequences,
+    attention scores included (nanoGPT's estimate_mfu accounting, 2 per multiply-add),
+    plus the region MLPs over `regions` slots and the MLM head on max_pred positions."""
+    c = config
+    h, i, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    per_token = layers * (2 * 4 * h * h + 2 * 2 * h * i + 2 * 2 * seq_len * h)
+    per_region = 2 * (c.region_feature_dim * c.region_hidden_size
+                      + c.region_hidden_size * h + c.region_loc_dim * h)
+    head = 2 * c.max_pred * (h * h + h * c.vocab_size)
+    forward = batch_size * (per_token * seq_len + per_region * regions + head)
+    return forward * (3 if training else 1)
