@@ -16,7 +16,7 @@ from vlp.cli.args import ArgumentParser
 from vlp.errors import VLPError
 
 # Order is the order shown by `vlp --help`.
-COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint")
+COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint", "train")
 
 
 def build_parser() -> ArgumentParser:

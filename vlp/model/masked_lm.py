@@ -23,6 +23,32 @@ class MaskedText:
     weights: torch.Tensor
 
 
+@dataclass
+class MaskDraws:
+    """The uniform numbers masking consumes, drawn ahead (e.g. per example in a data
+    loader, so the result does not depend on how examples are split into batches or
+    ranks). `order` [B, T] ranks candidate positions (lowest first); `kind` and `coin`
+    [B, P] in [0, 1) choose [MASK] / random / unchanged; `random_ids` [B, P] are the
+    replacement tokens."""
+
+    order: torch.Tensor
+    kind: torch.Tensor
+    coin: torch.Tensor
+    random_ids: torch.Tensor
+
+    @classmethod
+    def sample(cls, batch: int, text_slots: int, predictions: int, vocab_size: int,
+               device=None, generator: torch.Generator | None = None) -> "MaskDraws":
+        def uniform(*shape):
+            return torch.rand(*shape, device=device, generator=generator)
+
+        order = uniform(batch, text_slots)
+        kind, coin = uniform(batch, predictions), uniform(batch, predictions)
+        random_ids = torch.randint(vocab_size, (batch, predictions), device=device,
+                                   generator=generator)
+        return cls(order, kind, coin, random_ids)
+
+
 def predictions_per_example(text_lengths: torch.Tensor, mask_prob: float, max_pred: int):
     """VLP's count: round(words * mask_prob), at least 1, at most max_pred; the final
     [SEP] is a candidate but not counted as a word."""
@@ -32,27 +58,30 @@ def predictions_per_example(text_lengths: torch.Tensor, mask_prob: float, max_pr
 
 
 def mask_text(text_ids: torch.Tensor, text_lengths: torch.Tensor, config: VLPConfig,
-              generator: torch.Generator | None = None) -> MaskedText:
+              generator: torch.Generator | None = None,
+              draws: MaskDraws | None = None) -> MaskedText:
     """Pick mask_prob of each example's text tokens (the final [SEP] included, padding
-    never) and corrupt them 80% [MASK], 10% a random token, 10% unchanged."""
+    never) and corrupt them 80% [MASK], 10% a random token, 10% unchanged. Random numbers
+    come from `draws` when given, else from `generator`."""
     b, t = text_ids.shape
     device = text_ids.device
     slots = min(config.max_pred, t)
+    if draws is None:
+        draws = MaskDraws.sample(b, t, slots, config.vocab_size, device, generator)
     n_pred = predictions_per_example(text_lengths, config.mask_prob, config.max_pred)
     candidate = torch.arange(t, device=device)[None, :] < text_lengths[:, None]
     # A random order over candidates, padding sorted last: the first n_pred are picked.
-    keys = torch.rand(b, t, device=device, generator=generator).masked_fill(~candidate, 2.0)
-    positions = keys.argsort(dim=1)[:, :slots]
+    keys = draws.order[:, :t].masked_fill(~candidate, 2.0)
+    # A stable sort, so ties (never among uniform floats) cannot depend on the backend.
+    positions = keys.argsort(dim=1, stable=True)[:, :slots]
     weights = torch.arange(slots, device=device)[None, :] < n_pred[:, None]
     original = text_ids.gather(1, positions)
     labels = original.masked_fill(~weights, config.pad_token_id)
 
-    draw = torch.rand(b, slots, device=device, generator=generator)
-    coin = torch.rand(b, slots, device=device, generator=generator)
-    to_mask = weights & (draw < 0.8)
-    to_random = weights & (draw >= 0.8) & (coin < 0.5)
-    random_ids = torch.randint(config.vocab_size, (b, slots), device=device,
-                               generator=generator)
+    kind, coin = draws.kind[:, :slots], draws.coin[:, :slots]
+    to_mask = weights & (kind < 0.8)
+    to_random = weights & (kind >= 0.8) & (coin < 0.5)
+    random_ids = draws.random_ids[:, :slots]
     new = torch.where(to_mask, config.mask_token_id, torch.where(to_random, random_ids, original))
     # Positions are distinct within a row, so the scatter writes each slot once.
     return MaskedText(text_ids.scatter(1, positions, new), positions, labels, weights)
@@ -76,8 +105,10 @@ class MaskedLMHead(nn.Module):
         return F.linear(x, self._tied[0].weight, self.bias)
 
 
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                   label_smoothing: float = 0.0):
     """Cross-entropy averaged over real predictions (filler slots weigh nothing)."""
-    per_slot = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none")
+    per_slot = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none",
+                               label_smoothing=label_smoothing)
     w = weights.flatten().to(per_slot.dtype)
     return (per_slot * w).sum() / w.sum().clamp(min=1.0)

@@ -1,0 +1,79 @@
+"""Small inputs for trainer tests: a tiny BERT directory, Karpathy JSON, a region store."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "left", "right", "of",
+         "the", "small", "big", "two", "three", "and", "above", "below"]
+FEATURE_DIM, CLASSES = 12, 4
+
+
+def tiny_bert(path: Path, dropout: float = 0.0) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=48, max_position_embeddings=64,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    BertModel(cfg).save_pretrained(path)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return path
+
+
+def captions_json(path: Path, images: int, per_image: int = 2, words: int = 6,
+                  seed: int = 0) -> Path:
+    """Karpathy-style JSON; every caption has `words` words (equal prediction counts)."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    for i in range(images):
+        sents = [{"raw": " ".join(rng.choice(WORDS[1:], words))} for _ in range(per_image)]
+        entries.append({"split": "train", "filename": f"img_{i:04d}.jpg", "filepath": "x",
+                        "imgid": i, "cocoid": i, "sentences": sents})
+    path.write_text(json.dumps({"images": entries}))
+    return path
+
+
+def region_store(path: Path, images: int, seed: int = 0, regions: int = 5) -> Path:
+    from vlp.data.features import RegionRecord, create_store
+
+    rng = np.random.default_rng(seed)
+    with create_store(path) as out:
+        for i in range(images):
+            n = regions - i % 2
+            x1, y1 = rng.uniform(0, 40, n), rng.uniform(0, 40, n)
+            boxes = np.stack([x1, y1, x1 + rng.uniform(5, 20, n), y1 + rng.uniform(5, 20, n)], 1)
+            out.put(f"img_{i:04d}", RegionRecord(
+                boxes=boxes, features=rng.standard_normal((n, FEATURE_DIM)),
+                cls_probs=rng.dirichlet(np.ones(CLASSES), n), scores=rng.random(n),
+                image_w=64, image_h=64))
+    return path
+
+
+def make_inputs(root: Path, images: int = 16, dropout: float = 0.0) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
+    return {"bert": tiny_bert(root / "bert", dropout),
+            "src": captions_json(root / "dataset_toy.json", images),
+            "features": region_store(root / "regions.lmdb", images)}
+
+
+def train_argv(inputs: dict, out: Path, *extra: str) -> list[str]:
+    return ["--output_dir", str(out), "--bert_model", str(inputs["bert"]),
+            "--src_file", str(inputs["src"]), "--features", str(inputs["features"]),
+            "--do_train", "--split", "train", "--new_segment_ids", "--len_vis_input", "8",
+            "--max_len_b", "10", "--learning_rate", "1e-3", "--train_batch_size", "8",
+            "--num_workers", "0", "--no_progress", "--s2s_prob", "0.5", "--bi_prob", "0.5",
+            *extra]
+
+
+PYTHON = sys.executable

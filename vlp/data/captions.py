@@ -1,0 +1,81 @@
+"""Caption annotations: Karpathy-style JSON (COCO, Flickr30k, ToyWorld) and VLP's CC JSON.
+
+Both are `{"images": [{"split", "filename", "sentences": [{"raw"}...]}...]}`; one example
+per sentence, as VLP trained. The region store key of an image is its file name's stem
+(`COCO_train2014_000000000009.jpg` -> `COCO_train2014_000000000009`), VLP's convention.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlp.errors import VLPError
+
+# VLP's default training splits.
+TRAIN_SPLITS = ("train", "restval")
+
+
+@dataclass(frozen=True)
+class Caption:
+    image_key: str      # region store key: the file name's stem
+    image_id: int | str  # cocoid when present, else imgid, else the key
+    text: str
+
+
+def image_key(filename: str) -> str:
+    return Path(filename).stem
+
+
+def _image_id(entry: dict):
+    for name in ("cocoid", "imgid", "id"):
+        if name in entry:
+            return entry[name]
+    return image_key(entry["filename"])
+
+
+def read_json(path: str | Path, what: str) -> object:
+    path = Path(path)
+    if not path.is_file():
+        raise VLPError(f"{path}: no such {what} file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise VLPError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_valid_jpgs(path: str | Path) -> set[str]:
+    """VLP's --file_valid_jpgs: a JSON list of image file names (or stems) to keep."""
+    names = read_json(path, "--file_valid_jpgs")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise VLPError(f"{path}: --file_valid_jpgs must be a JSON list of image file names")
+    return {image_key(n) for n in names}
+
+
+def read_captions(paths, splits=TRAIN_SPLITS, valid: set[str] | None = None) -> list[Caption]:
+    """Every sentence of the images in `splits` from Karpathy/CC JSON files, in file order.
+    `valid` (stems) keeps only those images."""
+    wanted = set(splits)
+    captions: list[Caption] = []
+    for path in paths:
+        data = read_json(path, "caption annotation")
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, list):
+            raise VLPError(f"{path}: expected Karpathy-style JSON with an 'images' list")
+        for n, entry in enumerate(images):
+            try:
+                if entry["split"] not in wanted:
+                    continue
+                key = image_key(entry["filename"])
+                if valid is not None and key not in valid:
+                    continue
+                image_id = _image_id(entry)
+                captions += [Caption(key, image_id, s["raw"].strip()) for s in entry["sentences"]]
+            except (KeyError, TypeError, AttributeError) as err:
+                raise VLPError(f"{path}: images[{n}] lacks split/filename/sentences[].raw "
+                               f"({type(err).__name__}: {err})") from None
+    if not captions:
+        raise VLPError(f"no captions in splits {sorted(wanted)} of {', '.join(map(str, paths))}")
+    return captions

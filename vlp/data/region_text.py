@@ -1,0 +1,153 @@
+"""Region + text examples and their batches, with every random choice drawn per example.
+
+An example's truncation, objective (seq2seq or bidirectional) and masking draws come from
+a generator seeded by (seed, epoch, example index), as VLP drew them in its loader. So a
+batch is the same whichever rank or worker builds it, and a run resumed mid-epoch sees
+exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vlp.data.features import box_class_vector
+from vlp.data.tokens import TokenizedTexts
+
+BOX_NORMS = ("auto", "image", "lazy")
+
+
+@dataclass
+class TextSettings:
+    sep_id: int
+    vocab_size: int
+    max_len_b: int = 20               # words kept per caption (VLP's --max_len_b)
+    always_truncate_tail: bool = False
+    max_pred: int = 3                 # masking draws per example
+    seed: int = 42
+
+
+@dataclass
+class RegionTextBatch:
+    """Padded tensors of a batch. Text is `w1 .. wM [SEP]` then pad; regions are the first
+    `num_regions` slots. `s2s_draw`, `mask_*` are the per-example uniform draws that pick
+    the objective and the masked tokens; `image_keys` name the images."""
+
+    text_ids: torch.Tensor          # [B, T] long
+    text_lengths: torch.Tensor      # [B] long, final [SEP] included
+    region_features: torch.Tensor   # [B, R, D] float32
+    region_locations: torch.Tensor  # [B, R, C + 6] float32
+    num_regions: torch.Tensor       # [B] long
+    s2s_draw: torch.Tensor          # [B] float
+    mask_order: torch.Tensor        # [B, T] float (padding: 2.0)
+    mask_kind: torch.Tensor         # [B, P] float
+    mask_coin: torch.Tensor         # [B, P] float
+    mask_random_ids: torch.Tensor   # [B, P] long
+    index: torch.Tensor             # [B] long, example index in the dataset
+    image_keys: list
+
+    def _map(self, fn) -> "RegionTextBatch":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return RegionTextBatch(**{k: fn(v) if isinstance(v, torch.Tensor) else v
+                                  for k, v in values.items()})
+
+    def to(self, device, non_blocking: bool = False) -> "RegionTextBatch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "RegionTextBatch":
+        return self._map(lambda t: t.pin_memory())
+
+    def __len__(self) -> int:
+        return int(self.text_ids.shape[0])
+
+
+def truncate(ids: np.ndarray, max_len: int, tail_only: bool, rng: np.random.Generator):
+    """At most `max_len` tokens: VLP dropped from the tail, or (without
+    --always_truncate_tail) from the head or the tail at random, one token at a time."""
+    if len(ids) <= max_len:
+        return ids
+    if tail_only:
+        return ids[:max_len]
+    head = int((rng.random(len(ids) - max_len) < 0.5).sum())
+    return ids[head:head + max_len]
+
+
+class RegionTextDataset(Dataset):
+    """Example i: caption i's tokens with the regions of its image."""
+
+    def __init__(self, tokens: TokenizedTexts, image_keys: list[str], store, regions: int,
+                 text: TextSettings, box_norm: str = "auto"):
+        if len(tokens) != len(image_keys):
+            raise ValueError("one image key per tokenized text")
+        if box_norm not in BOX_NORMS:
+            raise ValueError(f"box_norm must be one of {BOX_NORMS}, got {box_norm!r}")
+        self.tokens, self.image_keys, self.store = tokens, image_keys, store
+        self.regions, self.text, self.box_norm = regions, text, box_norm
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick the epoch whose random draws examples use; call before iterating."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.image_keys)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.text
+        rng = np.random.default_rng([s.seed, self.epoch, i])
+        words = truncate(self.tokens[i], s.max_len_b, s.always_truncate_tail, rng)
+        text = np.append(words.astype(np.int64), s.sep_id)
+        key = self.image_keys[i]
+        record = self.store[key]
+        n = min(record.num_regions, self.regions)
+        norm = self.box_norm
+        if norm == "auto":
+            norm = "image" if record.has_image_size else "lazy"
+        return {
+            "text": text, "key": key, "index": i,
+            "features": np.asarray(record.features[:n], dtype=np.float32),
+            "locations": box_class_vector(record, norm)[:n],
+            "s2s_draw": rng.random(),
+            "order": rng.random(len(text)),
+            "kind": rng.random(s.max_pred), "coin": rng.random(s.max_pred),
+            "random_ids": rng.integers(0, s.vocab_size, s.max_pred),
+        }
+
+
+def collate(examples: list[dict], pad_id: int = 0) -> RegionTextBatch:
+    """Pad text to the longest caption and regions to the most regions in the batch."""
+    b = len(examples)
+    t = max(len(e["text"]) for e in examples)
+    r = max(len(e["features"]) for e in examples)
+    d = examples[0]["features"].shape[1]
+    c = examples[0]["locations"].shape[1]
+    text = np.full((b, t), pad_id, dtype=np.int64)
+    order = np.full((b, t), 2.0)
+    features = np.zeros((b, r, d), dtype=np.float32)
+    locations = np.zeros((b, r, c), dtype=np.float32)
+    for row, e in enumerate(examples):
+        m, n = len(e["text"]), len(e["features"])
+        text[row, :m] = e["text"]
+        order[row, :m] = e["order"]
+        features[row, :n] = e["features"]
+        locations[row, :n] = e["locations"]
+
+    def stack(name, dtype):
+        return torch.as_tensor(np.stack([np.asarray(e[name]) for e in examples]), dtype=dtype)
+
+    return RegionTextBatch(
+        text_ids=torch.from_numpy(text),
+        text_lengths=torch.tensor([len(e["text"]) for e in examples]),
+        region_features=torch.from_numpy(features),
+        region_locations=torch.from_numpy(locations),
+        num_regions=torch.tensor([len(e["features"]) for e in examples]),
+        s2s_draw=stack("s2s_draw", torch.float32),
+        mask_order=torch.from_numpy(order).float(),
+        mask_kind=stack("kind", torch.float32), mask_coin=stack("coin", torch.float32),
+        mask_random_ids=stack("random_ids", torch.long),
+        index=torch.tensor([e["index"] for e in examples]),
+        image_keys=[e["key"] for e in examples],
+    )

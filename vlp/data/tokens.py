@@ -1,0 +1,82 @@
+"""Tokenise captions once with a Hugging Face BERT tokenizer and cache the ids on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlp.errors import VLPError
+
+
+@dataclass
+class TokenizedTexts:
+    """Word-piece ids of many texts, flat: text i is ids[offsets[i]:offsets[i + 1]]
+    (no [CLS]/[SEP])."""
+
+    ids: np.ndarray      # int32
+    offsets: np.ndarray  # int64, len(texts) + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+
+def load_tokenizer(bert_dir: str | Path, do_lower_case: bool = False):
+    """The fast BERT tokenizer of a model directory (vocab.txt / tokenizer.json);
+    `do_lower_case` forces lower-casing (VLP's flag) on top of the directory's setting."""
+    from transformers import BertTokenizerFast
+
+    bert_dir = Path(bert_dir)
+    if not (bert_dir / "vocab.txt").is_file() and not (bert_dir / "tokenizer.json").is_file():
+        raise VLPError(f"--bert_model {bert_dir}: no vocab.txt or tokenizer.json (a Hugging "
+                       "Face BERT directory is needed; nothing is downloaded)")
+    kwargs = {"do_lower_case": True} if do_lower_case else {}
+    return BertTokenizerFast.from_pretrained(str(bert_dir), local_files_only=True, **kwargs)
+
+
+def tokenize(tokenizer, texts: list[str], batch: int = 4096) -> TokenizedTexts:
+    pieces, lengths = [], []
+    for start in range(0, len(texts), batch):
+        out = tokenizer(texts[start:start + batch], add_special_tokens=False)["input_ids"]
+        pieces += [np.asarray(ids, dtype=np.int32) for ids in out]
+        lengths += [len(ids) for ids in out]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    return TokenizedTexts(ids.astype(np.int32), offsets)
+
+
+def cache_key(tokenizer, texts: list[str]) -> str:
+    """A digest of the texts and the tokenizer's vocabulary and settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr(getattr(tokenizer, "do_lower_case", None)).encode())
+    for text in texts:
+        h.update(text.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def cached_tokenize(tokenizer, texts: list[str], cache_dir: str | Path | None) -> TokenizedTexts:
+    """`tokenize`, read from `cache_dir/tokens-<digest>.npz` when an earlier run wrote it."""
+    if cache_dir is None:
+        return tokenize(tokenizer, texts)
+    path = Path(cache_dir) / f"tokens-{cache_key(tokenizer, texts)}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return TokenizedTexts(data["ids"], data["offsets"])
+    tokens = tokenize(tokenizer, texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, ids=tokens.ids, offsets=tokens.offsets)
+    os.replace(tmp, path)
+    return tokens

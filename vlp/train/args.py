@@ -1,0 +1,150 @@
+"""`vlp train` flags: VLP's run_img2txt_dist.py flags with their meanings, plus modern ones."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlp.cli.args import int_at_least, probability
+from vlp.errors import VLPError
+
+TASKS = ("img2txt",)
+SCHEDULES = ("warmup_linear", "warmup_constant", "warmup_cosine")
+DATASETS = ("coco", "flickr30k", "cc")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = p.add_argument_group("VLP's flags (same meanings)")
+    g.add_argument("--output_dir", required=True,
+                   help="checkpoints, logs and the token cache; rerunning resumes from here")
+    g.add_argument("--bert_model",
+                   help="a Hugging Face BERT directory (config.json, weights, vocab.txt); "
+                   "its weights start the text side unless --model_recover_path is given")
+    g.add_argument("--model_recover_path",
+                   help="weights to start from (not a resume): a vlp checkpoint directory, a "
+                   "VLP model.N.bin, or a Hugging Face BERT directory")
+    g.add_argument("--from_scratch", action="store_true",
+                   help="random initial weights (sizes from --bert_model's config.json)")
+    g.add_argument("--do_train", action="store_true", help="train (required, as in VLP)")
+    g.add_argument("--do_lower_case", action="store_true", help="lower-case text (uncased BERT)")
+    g.add_argument("--log_file", default="training.log",
+                   help="text log in --output_dir; rank k>0 writes <name>.rank<k>.log")
+    g.add_argument("--learning_rate", type=float, default=3e-5)
+    g.add_argument("--weight_decay", type=float, default=0.01,
+                   help="AdamW weight decay (not on biases and LayerNorm)")
+    g.add_argument("--label_smoothing", type=float, default=0.0)
+    g.add_argument("--num_train_epochs", type=int_at_least(1), default=30)
+    g.add_argument("--train_batch_size", type=int_at_least(1), default=64,
+                   help="examples per optimizer step per process (the global batch is "
+                   "world_size times this, as in VLP)")
+    g.add_argument("--gradient_accumulation_steps", type=int_at_least(1), default=1,
+                   help="split each step's batch into this many micro-batches")
+    g.add_argument("--warmup_proportion", type=float, default=0.1)
+    g.add_argument("--sche_mode", choices=SCHEDULES, default="warmup_linear")
+    g.add_argument("--new_segment_ids", action="store_true",
+                   help="VLP's 6 segment types (otherwise BERT's 2)")
+    g.add_argument("--always_truncate_tail", action="store_true",
+                   help="cut long captions at the tail (otherwise head or tail at random)")
+    g.add_argument("--max_len_a", type=int, default=0, help="must be 0 (no text segment A)")
+    g.add_argument("--max_len_b", type=int_at_least(1), default=20, help="caption tokens kept")
+    g.add_argument("--trunc_seg", default="b", choices=("b",))
+    g.add_argument("--len_vis_input", type=int_at_least(1), default=100,
+                   help="regions per image (the first N of each record)")
+    g.add_argument("--mask_prob", type=probability, default=0.15)
+    g.add_argument("--max_pred", type=int_at_least(0), default=3)
+    g.add_argument("--s2s_prob", type=probability, default=1.0)
+    g.add_argument("--bi_prob", type=probability, default=0.0)
+    g.add_argument("--tasks", choices=TASKS, default="img2txt")
+    g.add_argument("--src_file", nargs="+", default=None,
+                   help="Karpathy-style caption JSON(s) (dataset_coco.json, dataset_cc.json)")
+    g.add_argument("--dataset", choices=DATASETS, default="coco")
+    g.add_argument("--split", nargs="+", default=["train", "restval"])
+    g.add_argument("--use_num_imgs", type=int, default=-1,
+                   help="train on the first N captions' worth of images only (-1: all)")
+    g.add_argument("--file_valid_jpgs", default=None,
+                   help="JSON list of image file names to keep; must exist when given")
+    g.add_argument("--image_root", default=None,
+                   help="folder that --region_bbox_file and --region_det_file_prefix are in")
+    g.add_argument("--region_bbox_file",
+                   default="coco_detection_vg_thresh0.2_feat_gvd_checkpoint_trainvaltest.h5")
+    g.add_argument("--region_det_file_prefix",
+                   default="feat_cls_1000/coco_detection_vg_100dets_gvd_checkpoint_trainval")
+    g.add_argument("--enable_butd", action="store_true",
+                   help="region features (the only mode; accepted for VLP's command lines)")
+    g.add_argument("--fp16", action="store_true", help="float16 autocast + GradScaler (CUDA)")
+    g.add_argument("--amp", action="store_true", help="same as --fp16")
+    g.add_argument("--fp32_embedding", action="store_true",
+                   help="accepted; with autocast every weight, embeddings included, stays fp32")
+    g.add_argument("--loss_scale", type=float, default=0.0,
+                   help="fp16 starting loss scale (0: the GradScaler default)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--num_workers", type=int_at_least(0), default=4)
+    g.add_argument("--no_cuda", action="store_true")
+    g.add_argument("--local_rank", type=int, default=-1)
+    g.add_argument("--global_rank", type=int, default=-1)
+    g.add_argument("--world_size", type=int_at_least(1), default=1)
+    g.add_argument("--dist_url", default="file://[PT_OUTPUT_DIR]/nonexistent_file",
+                   help="rendezvous for explicit ranks, e.g. tcp://HOST:PORT "
+                   "([PT_OUTPUT_DIR] is replaced by --output_dir)")
+
+    m = p.add_argument_group("further flags")
+    m.add_argument("--features", help="region store (LMDB, HDF5, VLP shards or a JSON "
+                   "descriptor); replaces --image_root/--region_* lookups")
+    m.add_argument("--box_norm", choices=("auto", "image", "lazy"), default="auto",
+                   help="box coordinates over the image size, or VLP's largest-coordinate "
+                   "estimate (auto: lazy only for records without an image size)")
+    m.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
+    m.add_argument("--max_grad_norm", type=float, default=1.0, help="0 turns clipping off")
+    m.add_argument("--save_steps", type=int_at_least(0), default=0,
+                   help="also checkpoint every N optimizer steps (0: epochs only)")
+    m.add_argument("--keep_step_checkpoints", type=int_at_least(1), default=2)
+    m.add_argument("--max_steps", type=int_at_least(0), default=0,
+                   help="stop after N optimizer steps (0: run all epochs); also sets the "
+                   "schedule's length")
+    m.add_argument("--log_dir", default=None, help="TensorBoard folder (default output_dir/tb)")
+    m.add_argument("--log_steps", type=int_at_least(1), default=10)
+    m.add_argument("--skip_nonfinite", action="store_true",
+                   help="skip and count batches with NaN/inf loss instead of stopping")
+    m.add_argument("--skip_missing_features", action="store_true",
+                   help="drop captions whose image is not in the feature store")
+    m.add_argument("--dist_timeout", type=float, default=600.0,
+                   help="seconds a rank waits for the others before failing")
+    m.add_argument("--deterministic", action="store_true",
+                   help="torch deterministic algorithms (bitwise repeatable on CPU)")
+    m.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def check(args: argparse.Namespace) -> argparse.Namespace:
+    """Conflicting or incomplete flags -> VLPError naming them; fills derived values."""
+    if not args.do_train:
+        raise VLPError("--do_train is required (training is what this command does)")
+    if args.bf16 and (args.fp16 or args.amp):
+        raise VLPError("--bf16 conflicts with --fp16/--amp: choose one precision")
+    if abs(args.s2s_prob + args.bi_prob - 1.0) > 1e-6:
+        raise VLPError(f"--s2s_prob {args.s2s_prob} + --bi_prob {args.bi_prob} must be 1")
+    if args.max_len_a:
+        raise VLPError("--max_len_a must be 0: captions are segment B, images segment A")
+    if args.train_batch_size % args.gradient_accumulation_steps:
+        raise VLPError(f"--train_batch_size {args.train_batch_size} is not a multiple of "
+                       f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
+    if not args.src_file:
+        raise VLPError("--src_file is required (Karpathy-style caption JSON)")
+    if args.from_scratch and args.model_recover_path:
+        raise VLPError("--from_scratch conflicts with --model_recover_path")
+    if args.bert_model is None and args.model_recover_path is None:
+        raise VLPError("give --bert_model (a Hugging Face BERT directory) or "
+                       "--model_recover_path")
+    if args.features is None and args.image_root is None:
+        raise VLPError("give --features STORE, or --image_root with VLP's --region_* files")
+    if args.warmup_proportion < 0 or args.warmup_proportion > 1:
+        raise VLPError(f"--warmup_proportion must be in [0, 1], got {args.warmup_proportion}")
+    args.dist_url = args.dist_url.replace("[PT_OUTPUT_DIR]", args.output_dir)
+    return args
+
+
+def build_parser(prog: str = "vlp train") -> argparse.ArgumentParser:
+    from vlp.cli.args import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            description="Pretrain or finetune UnifiedVLP (VLP's flags).")
+    return add_arguments(parser)

@@ -1,0 +1,152 @@
+"""Training checkpoints: the model directory plus everything needed to go on exactly.
+
+    <output_dir>/model.<epoch>/   at the end of every epoch (VLP's model.<epoch>.bin)
+    <output_dir>/step.<step>/     every --save_steps optimizer steps (the newest few kept)
+
+Each holds config.json, model.safetensors and the tokenizer files (a model directory that
+`UnifiedVLP.from_pretrained` and `vlp decode` read), `trainer_state.pt` (optimizer,
+scheduler, scaler, every rank's RNG states) and `trainer_state.json` (step, epoch, data
+position, the run's shape). A checkpoint is written to a temporary directory and renamed,
+so one that exists is complete. `trainer_state.pt` is read with weights_only=True: plain
+tensors and containers, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlp.errors import VLPError
+
+STATE_PT = "trainer_state.pt"
+STATE_JSON = "trainer_state.json"
+_NAME = re.compile(r"^(model|step)\.(\d+)$")
+# Settings that must match for a checkpoint to continue this run.
+RUN_SHAPE = ("world_size", "train_batch_size", "gradient_accumulation_steps")
+
+
+@dataclass
+class Position:
+    step: int = 0          # optimizer steps done
+    epoch: int = 1         # the epoch in progress (1-based, as VLP counted)
+    batches: int = 0       # micro-batches of this epoch already consumed (per rank)
+    samples: int = 0       # examples seen, all ranks
+    nonfinite_skipped: int = 0
+
+
+def rng_state() -> dict:
+    """This process's random states as tensors and plain values (weights_only-safe)."""
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_as_python_state(state["python"]))
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_state(value):
+    # Lists come back where tuples went in; random.setstate wants tuples.
+    version, internal, gauss = value
+    return (version, tuple(internal), gauss)
+
+
+def save(directory: Path, model, tokenizer_dir, training: dict, position: Position,
+         run_shape: dict, keep_steps: int = 2) -> Path:
+    """Write checkpoint `directory` atomically (call on the main rank only); then drop
+    step checkpoints beyond the newest `keep_steps`."""
+    directory = Path(directory)
+    tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, tokenizer_dir)
+    torch.save(training, tmp / STATE_PT)
+    (tmp / STATE_JSON).write_text(json.dumps({**asdict(position), **run_shape}, indent=2) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    prune_steps(directory.parent, keep_steps)
+    return directory
+
+
+def prune_steps(output_dir: Path, keep: int) -> None:
+    steps = sorted((int(m.group(2)), p) for p in Path(output_dir).iterdir()
+                   if (m := _NAME.match(p.name)) and m.group(1) == "step")
+    for _, path in steps[:max(len(steps) - keep, 0)]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_partial(output_dir: Path) -> None:
+    """Remove temporary directories that a killed run left behind."""
+    for p in Path(output_dir).glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def read_position(directory: Path) -> tuple[Position, dict]:
+    path = Path(directory) / STATE_JSON
+    try:
+        data = json.loads(path.read_text())
+        shape = {k: data.pop(k) for k in RUN_SHAPE}
+        return Position(**data), shape
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise VLPError(f"{path}: unreadable training checkpoint state ({type(err).__name__}: "
+                       f"{err}); remove the checkpoint directory to start from an older one") from None
+
+
+def newest(output_dir: Path) -> Path | None:
+    """The checkpoint with the most optimizer steps in `output_dir`, or None."""
+    best, best_key = None, None
+    if not Path(output_dir).is_dir():
+        return None
+    for p in Path(output_dir).iterdir():
+        m = _NAME.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        position, _ = read_position(p)
+        key = (position.step, m.group(1) == "model")
+        if best_key is None or key > best_key:
+            best, best_key = p, key
+    return best
+
+
+def load_training(directory: Path) -> dict:
+    path = Path(directory) / STATE_PT
+    if not path.is_file():
+        raise VLPError(f"{directory}: no {STATE_PT}; not a training checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise VLPError(f"{path}: corrupt or not a plain-tensor training state ({first})") from None
+
+
+def check_shape(directory: Path, saved: dict, current: dict) -> None:
+    diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
+    if diff:
+        what = ", ".join(f"--{k} {new} (checkpoint: {old})" for k, (old, new) in diff.items())
+        raise VLPError(f"{directory} belongs to a run with other settings: {what}; use "
+                       "another --output_dir, or --model_recover_path to start from its weights")

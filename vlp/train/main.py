@@ -1,0 +1,136 @@
+"""`vlp train` / `python -m vlp.run_img2txt_dist`: flags in, a trained checkpoint out."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from vlp.data.region_text import collate
+from vlp.data.sampler import ResumableSampler
+from vlp.errors import VLPError
+from vlp.train import checkpoint, distributed, optim, precision as amp, setup
+from vlp.train.args import build_parser, check
+from vlp.train.log import MetricsLog, text_logger
+from vlp.train.loop import LoopSettings, Trainer
+from vlp.train.tasks import MaskedLMTask
+
+
+def main(argv: list[str] | None = None, prog: str = "vlp train") -> int:
+    """Parse VLP's flags and train; expected errors print one line and return 2."""
+    args = build_parser(prog).parse_args(argv)
+    try:
+        train(check(args))
+    except VLPError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train(args) -> dict:
+    info = distributed.from_env_or_flags(args.local_rank, args.global_rank, args.world_size,
+                                         args.dist_url)
+    device = distributed.device_for(info, args.no_cuda)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    distributed.init(info, device, args.dist_timeout)
+    try:
+        return _train(args, info, device, output_dir)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args, info, device, output_dir: Path) -> dict:
+    logger = text_logger(output_dir, args.log_file, info.rank)
+    say = _printer(info, logger)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if info.is_main:
+        checkpoint.clean_partial(output_dir)
+        (output_dir / "opt.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+
+    resume = checkpoint.newest(output_dir)
+    position, training = checkpoint.Position(), None
+    run_shape = {"world_size": info.world_size, "train_batch_size": args.train_batch_size,
+                 "gradient_accumulation_steps": args.gradient_accumulation_steps}
+    if resume is not None:
+        position, saved_shape = checkpoint.read_position(resume)
+        checkpoint.check_shape(resume, saved_shape, run_shape)
+        training = checkpoint.load_training(resume)
+        say(f"resuming from {resume} (step {position.step}, epoch {position.epoch})")
+
+    store = setup.open_features(args)
+    captions = setup.load_captions(args)
+    captions = setup.drop_missing(captions, store, args.skip_missing_features, say)
+    dims = setup.region_dims(store, captions[0].image_key)
+    setup.seed_everything(args.seed)
+    model = setup.build_model(args, dims, resume)
+    tok_dir = setup.tokenizer_dir(args, resume)
+    tokens, tokenizer = setup.tokenize_captions(args, captions, tok_dir, info.is_main,
+                                                distributed.barrier)
+    if len(tokenizer) > model.config.vocab_size:
+        raise VLPError(f"the tokenizer in {tok_dir} has {len(tokenizer)} tokens, the model's "
+                       f"vocabulary {model.config.vocab_size}: they do not belong together")
+    dataset = setup.build_dataset(args, tokens, captions, store, model.config)
+
+    micro = args.train_batch_size // args.gradient_accumulation_steps
+    sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=args.seed)
+    loader = DataLoader(dataset, batch_size=micro, sampler=sampler, num_workers=args.num_workers,
+                        collate_fn=partial(collate, pad_id=model.config.pad_token_id),
+                        pin_memory=device.type == "cuda", generator=torch.Generator(),
+                        worker_init_fn=setup.seed_worker,
+                        persistent_workers=False, prefetch_factor=4 if args.num_workers else None)
+    steps_per_epoch = math.ceil(math.ceil(sampler.num_samples / micro)
+                                / args.gradient_accumulation_steps)
+    total = args.max_steps or steps_per_epoch * args.num_train_epochs
+
+    task = MaskedLMTask(model, args.label_smoothing).to(device)
+    wrapped = task
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+    precision = amp.choose(args.bf16, args.fp16 or args.amp, device)
+    optimizer = optim.adamw(task, args.learning_rate, args.weight_decay)
+    settings = LoopSettings(
+        epochs=args.num_train_epochs, total_steps=total, max_steps=args.max_steps,
+        accumulation=args.gradient_accumulation_steps, micro_batch=micro,
+        max_grad_norm=args.max_grad_norm, save_steps=args.save_steps,
+        keep_steps=args.keep_step_checkpoints, log_steps=args.log_steps,
+        skip_nonfinite=args.skip_nonfinite, progress=not args.no_progress, run_shape=run_shape)
+    metrics = MetricsLog(output_dir, Path(args.log_dir) if args.log_dir else output_dir / "tb",
+                         info.is_main)
+    trainer = Trainer(task, wrapped, optimizer,
+                      optim.scheduler(optimizer, total, args.warmup_proportion, args.sche_mode),
+                      amp.grad_scaler(precision, device, args.loss_scale), precision, device,
+                      loader, sampler, dataset, settings, info, output_dir, tok_dir, logger,
+                      metrics, position, args.seed)
+    # Each rank's dropout stream is its own; resumed runs restore it from the checkpoint.
+    setup.seed_everything(args.seed + info.rank)
+    if training is not None:
+        trainer.load(training)
+    metrics.drop_after(position.step)
+    say(f"{len(dataset)} captions of {len(set(c.image_key for c in captions))} images; "
+        f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
+        f"precision {precision}; device {device}")
+    try:
+        final = trainer.train()
+    finally:
+        metrics.close()
+    say(f"done: step {final.step}, {final.samples} samples, "
+        f"{final.nonfinite_skipped} non-finite batches skipped")
+    return {"position": final, "output_dir": output_dir, "steps": total}
+
+
+def _printer(info, logger):
+    def say(message: str) -> None:
+        logger.info(message)
+        if info.is_main:
+            print(message, flush=True)
+
+    return say

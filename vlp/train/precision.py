@@ -1,0 +1,45 @@
+"""Mixed precision with torch.amp, where VLP used apex.
+
+`--bf16`: autocast to bfloat16 (CPU or CUDA), no loss scaling.
+`--fp16` / `--amp` (VLP's flags): autocast to float16 with a GradScaler, on CUDA. Weights
+and optimizer state stay float32 either way (VLP's `--fp16` halved the weights). VLP's
+README passes `--amp` without `--fp16`, which silently trained in float32 there; here it
+means float16 mixed precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def choose(bf16: bool, fp16: bool, device: torch.device) -> str:
+    if bf16:
+        return "bf16"
+    if fp16:
+        if device.type != "cuda":
+            warnings.warn("--fp16/--amp: float16 mixed precision needs CUDA; training in "
+                          "float32 on the CPU (use --bf16 for CPU mixed precision)",
+                          stacklevel=2)
+            return "fp32"
+        return "fp16"
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(precision: str, device: torch.device, loss_scale: float = 0.0):
+    """A GradScaler for fp16 (VLP's --loss_scale > 0 sets its starting scale), else a
+    disabled one, so the training step has one shape."""
+    enabled = precision == "fp16"
+    kwargs = {"init_scale": loss_scale} if loss_scale > 0 else {}
+    return torch.amp.GradScaler(device.type, enabled=enabled, **kwargs)

@@ -1,0 +1,168 @@
+"""Building a run from flags: features, captions, tokens, the dataset and the model."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlp.data.captions import Caption, read_captions, read_valid_jpgs
+from vlp.data.features import open_store
+from vlp.data.region_text import RegionTextDataset, TextSettings
+from vlp.data.tokens import TokenizedTexts, cached_tokenize, load_tokenizer
+from vlp.errors import VLPError
+from vlp.model import UnifiedVLP
+from vlp.model.config import ARCHITECTURE
+
+
+def open_features(args):
+    """--features, or VLP's lookup under --image_root (sharded h5 for COCO/CC, per-image
+    .npy for Flickr30k, with the merged box file)."""
+    if args.features:
+        return open_store(args.features)
+    root = Path(args.image_root)
+    bbox = root / args.region_bbox_file
+    if args.dataset == "flickr30k":
+        return open_store(root, "npy-dir", bbox_file=bbox)
+    return open_store(root / args.region_det_file_prefix, "vlp-h5", bbox_file=bbox)
+
+
+def load_captions(args) -> list[Caption]:
+    valid = None
+    if args.file_valid_jpgs is not None:
+        if not Path(args.file_valid_jpgs).is_file():
+            raise VLPError(f"--file_valid_jpgs {args.file_valid_jpgs}: no such file (it is "
+                           "never created; leave the flag out to keep every image)")
+        valid = read_valid_jpgs(args.file_valid_jpgs)
+    captions = read_captions(args.src_file, args.split, valid)
+    if args.use_num_imgs > 0:
+        keep = list(dict.fromkeys(c.image_key for c in captions))[:args.use_num_imgs]
+        keep = set(keep)
+        captions = [c for c in captions if c.image_key in keep]
+    return captions
+
+
+def drop_missing(captions: list[Caption], store, skip: bool, log) -> list[Caption]:
+    """Captions whose image has features; the missing ones are listed (first 10 + count)
+    and are an error unless `skip`."""
+    keys = dict.fromkeys(c.image_key for c in captions)
+    missing = [k for k in keys if k not in store]
+    if not missing:
+        return captions
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    listing = f"{len(missing)} of {len(keys)} images have no features in {store.path}: " \
+              f"{', '.join(missing[:10])}{more}"
+    if not skip:
+        raise VLPError(listing + " (--skip_missing_features trains without them)")
+    log(listing + "; their captions are skipped")
+    gone = set(missing)
+    return [c for c in captions if c.image_key not in gone]
+
+
+@dataclass
+class RegionDims:
+    feature_dim: int
+    num_classes: int
+
+
+def region_dims(store, key: str) -> RegionDims:
+    record = store[key]
+    return RegionDims(record.feature_dim, record.num_classes)
+
+
+def tokenizer_dir(args, resume_dir: Path | None) -> Path:
+    """Where the vocabulary comes from: --bert_model, else the checkpoint being loaded."""
+    for candidate in (args.bert_model, resume_dir, args.model_recover_path):
+        if candidate and Path(candidate).is_dir() and (Path(candidate) / "vocab.txt").is_file():
+            return Path(candidate)
+    raise VLPError("no vocab.txt in --bert_model, the checkpoint or --model_recover_path; "
+                   "pass --bert_model with the BERT directory the model was trained from")
+
+
+def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> TokenizedTexts:
+    """Tokenised once by the main rank into output_dir/cache; the others read the cache."""
+    tokenizer = load_tokenizer(tok_dir, args.do_lower_case)
+    texts = [c.text for c in captions]
+    cache = Path(args.output_dir) / "cache"
+    if is_main:
+        tokens = cached_tokenize(tokenizer, texts, cache)
+    barrier()
+    if not is_main:
+        tokens = cached_tokenize(tokenizer, texts, cache)
+    return tokens, tokenizer
+
+
+def build_dataset(args, tokens, captions, store, config) -> RegionTextDataset:
+    text = TextSettings(sep_id=config.sep_token_id, vocab_size=config.vocab_size,
+                        max_len_b=args.max_len_b, always_truncate_tail=args.always_truncate_tail,
+                        max_pred=max(args.max_pred, 1), seed=args.seed)
+    return RegionTextDataset(tokens, [c.image_key for c in captions], store,
+                             args.len_vis_input, text, args.box_norm)
+
+
+def _is_vlp_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text()).get("architecture") == ARCHITECTURE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
+    """The model to train: a checkpoint being resumed, --model_recover_path's weights,
+    BERT's weights (--bert_model), or random (--from_scratch)."""
+    new_parts = dict(region_feature_dim=dims.feature_dim, region_hidden_size=dims.feature_dim,
+                     region_classes=dims.num_classes, max_regions=args.len_vis_input,
+                     type_vocab_size=6 if args.new_segment_ids else 2)
+    objective = dict(mask_prob=args.mask_prob, max_pred=max(args.max_pred, 1),
+                     s2s_prob=args.s2s_prob, bi_prob=args.bi_prob)
+    source = resume_dir or (Path(args.model_recover_path) if args.model_recover_path else None)
+    if source is not None and source.is_dir() and _is_vlp_dir(source):
+        model = UnifiedVLP.from_pretrained(source)
+    elif source is not None and source.is_dir():
+        model = UnifiedVLP.from_pretrained_bert(source, **new_parts, **objective)
+    elif source is not None:
+        from vlp.model.convert import from_vlp_bin
+
+        model = from_vlp_bin(UnifiedVLP, source)
+    elif args.from_scratch:
+        from vlp.model.convert import hf_bert_config
+
+        model = UnifiedVLP(hf_bert_config(Path(args.bert_model), {**new_parts, **objective}))
+    else:
+        model = UnifiedVLP.from_pretrained_bert(args.bert_model, **new_parts, **objective)
+    model.config = model.config.replace(**objective)
+    check_fit(model.config, dims, args, source)
+    return model
+
+
+def check_fit(config, dims: RegionDims, args, source) -> None:
+    where = f" of {source}" if source is not None else ""
+    if config.region_feature_dim != dims.feature_dim or config.region_classes != dims.num_classes:
+        raise VLPError(f"the model{where} takes {config.region_feature_dim}-d region features "
+                       f"and {config.region_classes} classes; the feature store has "
+                       f"{dims.feature_dim}-d features and {dims.num_classes} classes")
+    if args.len_vis_input > config.max_regions:
+        raise VLPError(f"--len_vis_input {args.len_vis_input} is more than the model{where} "
+                       f"takes (max_regions {config.max_regions})")
+    longest = args.len_vis_input + args.max_len_b + 3
+    if longest > config.max_position_embeddings:
+        raise VLPError(f"--len_vis_input {args.len_vis_input} + --max_len_b {args.max_len_b} + 3 "
+                       f"= {longest} positions; the model{where} has "
+                       f"{config.max_position_embeddings}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy and random follow it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

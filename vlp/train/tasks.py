@@ -1,0 +1,33 @@
+"""Tasks wrap the model and its loss: a batch in, a dict of losses out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlp.model import MaskDraws, UnifiedVLP
+
+
+class MaskedLMTask(nn.Module):
+    """VLP's pretraining and caption finetuning objective: masked LM over the caption,
+    each example seq2seq or bidirectional by its own draw (s2s_prob)."""
+
+    def __init__(self, model: UnifiedVLP, label_smoothing: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.label_smoothing = label_smoothing
+
+    def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
+                s2s_draw, mask_order, mask_kind, mask_coin, mask_random_ids) -> dict:
+        s2s = s2s_draw < self.model.config.s2s_prob
+        draws = MaskDraws(mask_order, mask_kind, mask_coin, mask_random_ids)
+        return self.model.pretraining_loss(text_ids, text_lengths, region_features,
+                                           region_locations, num_regions, s2s=s2s, draws=draws,
+                                           label_smoothing=self.label_smoothing)
+
+    @staticmethod
+    def inputs(batch) -> dict[str, torch.Tensor]:
+        names = ("text_ids", "text_lengths", "region_features", "region_locations",
+                 "num_regions", "s2s_draw", "mask_order", "mask_kind", "mask_coin",
+                 "mask_random_ids")
+        return {n: getattr(batch, n) for n in names}
