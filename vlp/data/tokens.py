@@ -80,3 +80,13 @@ def cached_tokenize(tokenizer, texts: list[str], cache_dir: str | Path | None) -
         np.savez(f, ids=tokens.ids, offsets=tokens.offsets)
     os.replace(tmp, path)
     return tokens
+
+
+def unigram_entropy(tokens: TokenizedTexts, sep_id: int, max_len: int | None = None) -> float:
+    """Entropy (nats) of the token distribution over masked-LM candidates (each text's
+    first `max_len` tokens and its final [SEP]): the loss of a model that ignores context."""
+    ids = [tokens[i][:max_len] for i in range(len(tokens))]
+    flat = np.concatenate(ids + [np.full(len(ids), sep_id, dtype=np.int32)])
+    _, counts = np.unique(flat, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())

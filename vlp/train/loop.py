@@ -42,7 +42,7 @@ class Trainer:
 
     def __init__(self, task, wrapped, optimizer, scheduler, scaler, precision: str, device,
                  loader, sampler, dataset, settings: LoopSettings, info, output_dir: Path,
-                 tokenizer_dir, logger, metrics, position: Position, seed: int):
+                 tokenizer_dir, logger, metrics, position: Position, seed: int, say=None):
         self.task, self.wrapped = task, wrapped
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.precision, self.device = precision, device
@@ -50,6 +50,7 @@ class Trainer:
         self.s, self.info, self.output_dir = settings, info, Path(output_dir)
         self.tokenizer_dir, self.logger, self.metrics = tokenizer_dir, logger, metrics
         self.pos, self.seed = position, seed
+        self.say = say or logger.info  # messages for the person running it
         self._window = _Window()
 
     # -- the loop --------------------------------------------------------------------------

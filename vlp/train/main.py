@@ -37,7 +37,6 @@ def train(args) -> dict:
                                          args.dist_url)
     device = distributed.device_for(info, args.no_cuda)
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     distributed.init(info, device, args.dist_timeout)
     try:
         return _train(args, info, device, output_dir)
@@ -46,6 +45,19 @@ def train(args) -> dict:
 
 
 def _train(args, info, device, output_dir: Path) -> dict:
+    trainer = prepare(args, info, device, output_dir)
+    try:
+        final = trainer.train()
+    finally:
+        trainer.metrics.close()
+    trainer.say(f"done: step {final.step}, {final.samples} samples, "
+                f"{final.nonfinite_skipped} non-finite batches skipped")
+    return {"position": final, "output_dir": output_dir, "steps": trainer.s.total_steps}
+
+
+def prepare(args, info, device, output_dir: Path) -> Trainer:
+    """Everything a run needs, resumed from the newest checkpoint in output_dir if any."""
+    output_dir.mkdir(parents=True, exist_ok=True)
     logger = text_logger(output_dir, args.log_file, info.rank)
     say = _printer(info, logger)
     if args.deterministic:
@@ -109,7 +121,7 @@ def _train(args, info, device, output_dir: Path) -> dict:
                       optim.scheduler(optimizer, total, args.warmup_proportion, args.sche_mode),
                       amp.grad_scaler(precision, device, args.loss_scale), precision, device,
                       loader, sampler, dataset, settings, info, output_dir, tok_dir, logger,
-                      metrics, position, args.seed)
+                      metrics, position, args.seed, say)
     # Each rank's dropout stream is its own; resumed runs restore it from the checkpoint.
     setup.seed_everything(args.seed + info.rank)
     if training is not None:
@@ -118,13 +130,7 @@ def _train(args, info, device, output_dir: Path) -> dict:
     say(f"{len(dataset)} captions of {len(set(c.image_key for c in captions))} images; "
         f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
         f"precision {precision}; device {device}")
-    try:
-        final = trainer.train()
-    finally:
-        metrics.close()
-    say(f"done: step {final.step}, {final.samples} samples, "
-        f"{final.nonfinite_skipped} non-finite batches skipped")
-    return {"position": final, "output_dir": output_dir, "steps": total}
+    return trainer
 
 
 def _printer(info, logger):
