@@ -16,7 +16,8 @@ from vlp.cli.args import ArgumentParser
 from vlp.errors import VLPError
 
 # Order is the order shown by `vlp --help`.
-COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint", "train")
+COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint", "train",
+            "decode")
 
 
 def build_parser() -> ArgumentParser:

@@ -54,6 +54,52 @@ def read_valid_jpgs(path: str | Path) -> set[str]:
     return {image_key(n) for n in names}
 
 
+@dataclass(frozen=True)
+class ImageEntry:
+    image_key: str         # region store key
+    image_id: int | str    # the id results files use
+
+
+def results_image_id(entry: dict, dataset: str):
+    """The id VLP wrote in results files: COCO's number from the file name
+    (COCO_val2014_000000391895.jpg -> 391895), CC's imgid, Flickr30k's file number;
+    otherwise cocoid / imgid as stored."""
+    stem = image_key(entry["filename"])
+    if dataset == "coco" and stem.count("_") >= 2 and stem.rsplit("_", 1)[1].isdigit():
+        return int(stem.rsplit("_", 1)[1])
+    if dataset == "flickr30k" and stem.isdigit():
+        return int(stem)
+    if dataset == "cc" and "imgid" in entry:
+        return entry["imgid"]
+    return _image_id(entry)
+
+
+def read_images(paths, split: str, dataset: str = "coco",
+                valid: set[str] | None = None) -> list[ImageEntry]:
+    """The images of one split (each once), in file order."""
+    out, seen = [], set()
+    for path in paths:
+        data = read_json(path, "caption annotation")
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, list):
+            raise VLPError(f"{path}: expected Karpathy-style JSON with an 'images' list")
+        for n, entry in enumerate(images):
+            try:
+                if entry["split"] != split:
+                    continue
+                key = image_key(entry["filename"])
+                if key in seen or (valid is not None and key not in valid):
+                    continue
+                seen.add(key)
+                out.append(ImageEntry(key, results_image_id(entry, dataset)))
+            except (KeyError, TypeError, AttributeError) as err:
+                raise VLPError(f"{path}: images[{n}] lacks split/filename "
+                               f"({type(err).__name__}: {err})") from None
+    if not out:
+        raise VLPError(f"no images in split {split!r} of {', '.join(map(str, paths))}")
+    return out
+
+
 def read_captions(paths, splits=TRAIN_SPLITS, valid: set[str] | None = None) -> list[Caption]:
     """Every sentence of the images in `splits` from Karpathy/CC JSON files, in file order.
     `valid` (stems) keeps only those images."""

@@ -75,6 +75,47 @@ def truncate(ids: np.ndarray, max_len: int, tail_only: bool, rng: np.random.Gene
     return ids[head:head + max_len]
 
 
+def region_inputs(record, regions: int, box_norm: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """The first `regions` regions of a record: features [n, D] and box+class vectors
+    [n, C + 6], float32."""
+    n = min(record.num_regions, regions)
+    if box_norm == "auto":
+        box_norm = "image" if record.has_image_size else "lazy"
+    return (np.asarray(record.features[:n], dtype=np.float32),
+            box_class_vector(record, box_norm)[:n])
+
+
+def pad_regions(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack examples' "features"/"locations" into [B, R, D], [B, R, C+6] and counts [B]."""
+    b = len(examples)
+    r = max(len(e["features"]) for e in examples)
+    d = examples[0]["features"].shape[1]
+    c = examples[0]["locations"].shape[1]
+    features = np.zeros((b, r, d), dtype=np.float32)
+    locations = np.zeros((b, r, c), dtype=np.float32)
+    for row, e in enumerate(examples):
+        n = len(e["features"])
+        features[row, :n] = e["features"]
+        locations[row, :n] = e["locations"]
+    counts = torch.tensor([len(e["features"]) for e in examples])
+    return torch.from_numpy(features), torch.from_numpy(locations), counts
+
+
+class RegionImages(Dataset):
+    """Image i's regions, for decoding: {"key", "index", "features", "locations"}."""
+
+    def __init__(self, image_keys: list[str], store, regions: int, box_norm: str = "auto"):
+        self.image_keys, self.store, self.regions, self.box_norm = image_keys, store, regions, box_norm
+
+    def __len__(self) -> int:
+        return len(self.image_keys)
+
+    def __getitem__(self, i: int) -> dict:
+        key = self.image_keys[i]
+        features, locations = region_inputs(self.store[key], self.regions, self.box_norm)
+        return {"key": key, "index": i, "features": features, "locations": locations}
+
+
 class RegionTextDataset(Dataset):
     """Example i: caption i's tokens with the regions of its image."""
 
@@ -101,15 +142,9 @@ class RegionTextDataset(Dataset):
         words = truncate(self.tokens[i], s.max_len_b, s.always_truncate_tail, rng)
         text = np.append(words.astype(np.int64), s.sep_id)
         key = self.image_keys[i]
-        record = self.store[key]
-        n = min(record.num_regions, self.regions)
-        norm = self.box_norm
-        if norm == "auto":
-            norm = "image" if record.has_image_size else "lazy"
+        features, locations = region_inputs(self.store[key], self.regions, self.box_norm)
         return {
-            "text": text, "key": key, "index": i,
-            "features": np.asarray(record.features[:n], dtype=np.float32),
-            "locations": box_class_vector(record, norm)[:n],
+            "text": text, "key": key, "index": i, "features": features, "locations": locations,
             "s2s_draw": rng.random(),
             "order": rng.random(len(text)),
             "kind": rng.random(s.max_pred), "coin": rng.random(s.max_pred),
@@ -121,19 +156,13 @@ def collate(examples: list[dict], pad_id: int = 0) -> RegionTextBatch:
     """Pad text to the longest caption and regions to the most regions in the batch."""
     b = len(examples)
     t = max(len(e["text"]) for e in examples)
-    r = max(len(e["features"]) for e in examples)
-    d = examples[0]["features"].shape[1]
-    c = examples[0]["locations"].shape[1]
     text = np.full((b, t), pad_id, dtype=np.int64)
     order = np.full((b, t), 2.0)
-    features = np.zeros((b, r, d), dtype=np.float32)
-    locations = np.zeros((b, r, c), dtype=np.float32)
     for row, e in enumerate(examples):
-        m, n = len(e["text"]), len(e["features"])
+        m = len(e["text"])
         text[row, :m] = e["text"]
         order[row, :m] = e["order"]
-        features[row, :n] = e["features"]
-        locations[row, :n] = e["locations"]
+    features, locations, counts = pad_regions(examples)
 
     def stack(name, dtype):
         return torch.as_tensor(np.stack([np.asarray(e[name]) for e in examples]), dtype=dtype)
@@ -141,9 +170,7 @@ def collate(examples: list[dict], pad_id: int = 0) -> RegionTextBatch:
     return RegionTextBatch(
         text_ids=torch.from_numpy(text),
         text_lengths=torch.tensor([len(e["text"]) for e in examples]),
-        region_features=torch.from_numpy(features),
-        region_locations=torch.from_numpy(locations),
-        num_regions=torch.tensor([len(e["features"]) for e in examples]),
+        region_features=features, region_locations=locations, num_regions=counts,
         s2s_draw=stack("s2s_draw", torch.float32),
         mask_order=torch.from_numpy(order).float(),
         mask_kind=stack("kind", torch.float32), mask_coin=stack("coin", torch.float32),

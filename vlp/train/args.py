@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vlp.cli.args import int_at_least, probability
+from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
 
 TASKS = ("img2txt",)
@@ -62,14 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="train on the first N captions' worth of images only (-1: all)")
     g.add_argument("--file_valid_jpgs", default=None,
                    help="JSON list of image file names to keep; must exist when given")
-    g.add_argument("--image_root", default=None,
-                   help="folder that --region_bbox_file and --region_det_file_prefix are in")
-    g.add_argument("--region_bbox_file",
-                   default="coco_detection_vg_thresh0.2_feat_gvd_checkpoint_trainvaltest.h5")
-    g.add_argument("--region_det_file_prefix",
-                   default="feat_cls_1000/coco_detection_vg_100dets_gvd_checkpoint_trainval")
-    g.add_argument("--enable_butd", action="store_true",
-                   help="region features (the only mode; accepted for VLP's command lines)")
     g.add_argument("--fp16", action="store_true", help="float16 autocast + GradScaler (CUDA)")
     g.add_argument("--amp", action="store_true", help="same as --fp16")
     g.add_argument("--fp32_embedding", action="store_true",
@@ -86,12 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="rendezvous for explicit ranks, e.g. tcp://HOST:PORT "
                    "([PT_OUTPUT_DIR] is replaced by --output_dir)")
 
+    add_feature_flags(g)
+
     m = p.add_argument_group("further flags")
-    m.add_argument("--features", help="region store (LMDB, HDF5, VLP shards or a JSON "
-                   "descriptor); replaces --image_root/--region_* lookups")
-    m.add_argument("--box_norm", choices=("auto", "image", "lazy"), default="auto",
-                   help="box coordinates over the image size, or VLP's largest-coordinate "
-                   "estimate (auto: lazy only for records without an image size)")
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
     m.add_argument("--max_grad_norm", type=float, default=1.0, help="0 turns clipping off")
     m.add_argument("--save_steps", type=int_at_least(0), default=0,
@@ -104,8 +94,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--log_steps", type=int_at_least(1), default=10)
     m.add_argument("--skip_nonfinite", action="store_true",
                    help="skip and count batches with NaN/inf loss instead of stopping")
-    m.add_argument("--skip_missing_features", action="store_true",
-                   help="drop captions whose image is not in the feature store")
     m.add_argument("--dist_timeout", type=float, default=600.0,
                    help="seconds a rank waits for the others before failing")
     m.add_argument("--deterministic", action="store_true",

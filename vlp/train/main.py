@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from vlp.data.region_text import collate
 from vlp.data.sampler import ResumableSampler
+from vlp.data.sources import open_features
 from vlp.errors import VLPError
 from vlp.train import checkpoint, distributed, optim, precision as amp, setup
 from vlp.train.args import build_parser, check
@@ -76,7 +77,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         training = checkpoint.load_training(resume)
         say(f"resuming from {resume} (step {position.step}, epoch {position.epoch})")
 
-    store = setup.open_features(args)
+    store = open_features(args)
     captions = setup.load_captions(args)
     captions = setup.drop_missing(captions, store, args.skip_missing_features, say)
     dims = setup.region_dims(store, captions[0].image_key)

@@ -11,24 +11,12 @@ import numpy as np
 import torch
 
 from vlp.data.captions import Caption, read_captions, read_valid_jpgs
-from vlp.data.features import open_store
+from vlp.data.sources import keep_present
 from vlp.data.region_text import RegionTextDataset, TextSettings
 from vlp.data.tokens import TokenizedTexts, cached_tokenize, load_tokenizer
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP
 from vlp.model.config import ARCHITECTURE
-
-
-def open_features(args):
-    """--features, or VLP's lookup under --image_root (sharded h5 for COCO/CC, per-image
-    .npy for Flickr30k, with the merged box file)."""
-    if args.features:
-        return open_store(args.features)
-    root = Path(args.image_root)
-    bbox = root / args.region_bbox_file
-    if args.dataset == "flickr30k":
-        return open_store(root, "npy-dir", bbox_file=bbox)
-    return open_store(root / args.region_det_file_prefix, "vlp-h5", bbox_file=bbox)
 
 
 def load_captions(args) -> list[Caption]:
@@ -47,20 +35,9 @@ def load_captions(args) -> list[Caption]:
 
 
 def drop_missing(captions: list[Caption], store, skip: bool, log) -> list[Caption]:
-    """Captions whose image has features; the missing ones are listed (first 10 + count)
-    and are an error unless `skip`."""
-    keys = dict.fromkeys(c.image_key for c in captions)
-    missing = [k for k in keys if k not in store]
-    if not missing:
-        return captions
-    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-    listing = f"{len(missing)} of {len(keys)} images have no features in {store.path}: " \
-              f"{', '.join(missing[:10])}{more}"
-    if not skip:
-        raise VLPError(listing + " (--skip_missing_features trains without them)")
-    log(listing + "; their captions are skipped")
-    gone = set(missing)
-    return [c for c in captions if c.image_key not in gone]
+    """Captions whose image has features (see vlp.data.sources.keep_present)."""
+    present = keep_present((c.image_key for c in captions), store, skip, log)
+    return [c for c in captions if c.image_key in present]
 
 
 @dataclass

@@ -1,0 +1,148 @@
+"""Decoding: cache vs recompute, beam vs greedy, constraints, padding, sampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vlp.decode import CaptionGenerator, SearchSettings, beam_search, greedy
+from vlp.decode.processors import NoRepeatNgram
+from vlp.errors import VLPError
+from vlp.model import UnifiedVLP, VLPConfig
+
+EOS = 2
+
+
+def tiny_model(seed=0, vocab=40):
+    torch.manual_seed(seed)
+    cfg = VLPConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=48, max_position_embeddings=48, region_feature_dim=8,
+                    region_hidden_size=8, region_classes=3, max_regions=6, pad_token_id=0,
+                    cls_token_id=1, sep_token_id=EOS, mask_token_id=3)
+    model = UnifiedVLP(cfg).eval()
+    with torch.no_grad():  # a livelier output distribution than the init's
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def regions(b=3, r=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(b, r, 8, generator=g)
+    locs = torch.randn(b, r, 9, generator=g)
+    n = torch.tensor([5, 3, 4][:b])
+    return feats, locs, n
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_cache_and_recompute_give_the_same_captions_and_scores(beam):
+    model = tiny_model()
+    s = SearchSettings(eos_id=EOS, max_length=12, beam_size=beam)
+    a = CaptionGenerator(model, s).generate(*regions())
+    b = CaptionGenerator(model, s, use_cache=False).generate(*regions())
+    assert [h.tokens for h in a] == [h.tokens for h in b]
+    assert all(abs(x.score - y.score) <= 1e-5 for x, y in zip(a, b))
+    assert any(len(h.tokens) > 2 for h in a)
+
+
+def test_beam_one_is_greedy():
+    model = tiny_model(seed=3)
+    g = CaptionGenerator(model, SearchSettings(eos_id=EOS, max_length=10)).generate(*regions())
+    b1 = SearchSettings(eos_id=EOS, max_length=10, beam_size=1)
+    steps = CaptionGenerator(model, b1)._steps(*regions())
+    with torch.no_grad():
+        b = beam_search(steps, 3, b1)
+    assert [h.tokens for h in g] == [h.tokens for h in b]
+    assert all(math.isclose(x.score, y.score, abs_tol=1e-6) for x, y in zip(g, b))
+
+
+class TableSteps:
+    """Hand-written next-token log-probabilities keyed by the prefix so far."""
+
+    def __init__(self, table: dict[tuple, dict[int, float]], vocab: int = 6):
+        self.table, self.vocab = table, vocab
+        self.rows: list[tuple] = [()]
+
+    def step(self, prev):
+        if prev is not None:
+            self.rows = [r + (int(t),) for r, t in zip(self.rows, prev)]
+        out = torch.full((len(self.rows), self.vocab), -50.0)
+        for i, prefix in enumerate(self.rows):
+            for tok, p in self.table.get(prefix, {EOS: 1.0}).items():
+                out[i, tok] = math.log(p)
+        return out  # log-probs already: log_softmax leaves them (they sum to 1)
+
+    def reorder(self, index):
+        self.rows = [self.rows[i] for i in index.tolist()]
+
+
+TABLE = {(): {4: 0.6, 5: 0.4},
+         (4,): {4: 0.35, 5: 0.35, EOS: 0.3},
+         (5,): {EOS: 0.9, 4: 0.1},
+         (4, 4): {EOS: 1.0}, (4, 5): {EOS: 1.0}}
+
+
+def test_beam_finds_the_better_sequence_greedy_misses():
+    s = SearchSettings(eos_id=EOS, max_length=5, beam_size=2)
+    g = greedy(TableSteps(TABLE), 1, s)[0]
+    b = beam_search(TableSteps(TABLE), 1, s)[0]
+    assert g.tokens == [4, 4] and g.score == pytest.approx(math.log(0.6 * 0.35))
+    assert b.tokens == [5] and b.score == pytest.approx(math.log(0.4 * 0.9))
+    # VLP's additive length penalty: a large bonus per token prefers the longer caption.
+    long = beam_search(TableSteps(TABLE), 1, SearchSettings(eos_id=EOS, max_length=5,
+                                                            beam_size=2, length_penalty=1.0))[0]
+    assert long.tokens == [4, 4] or long.tokens == [4, 5]
+
+
+def test_min_length_and_ngram_blocking_hold():
+    model = tiny_model(seed=5, vocab=12)
+    s = SearchSettings(eos_id=EOS, max_length=16, beam_size=3, min_length=6,
+                       forbid_duplicate_ngrams=True, ngram_size=2)
+    for h in CaptionGenerator(model, s).generate(*regions()):
+        assert len(h.tokens) >= 5 or not h.finished  # 6 tokens with the end token
+        pairs = list(zip(h.tokens, h.tokens[1:]))
+        assert len(pairs) == len(set(pairs)), h.tokens
+
+
+def test_ngram_blocking_is_exact_on_a_small_history():
+    block = NoRepeatNgram(3, ignore=(9,))
+    history = torch.tensor([[5, 6, 7, 5, 6], [5, 9, 7, 5, 9], [1, 2, 3, 4, 5]])
+    out = block(torch.zeros(3, 10), history)
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [7]
+    assert not torch.isinf(out[1]).any()   # the tail holds an ignored word
+    assert not torch.isinf(out[2]).any()
+
+
+def test_a_padded_batch_decodes_as_each_image_alone():
+    model = tiny_model(seed=7)
+    feats, locs, n = regions()
+    s = SearchSettings(eos_id=EOS, max_length=10, beam_size=3)
+    together = CaptionGenerator(model, s).generate(feats, locs, n)
+    for i in range(3):
+        k = int(n[i])
+        alone = CaptionGenerator(model, s).generate(feats[i:i + 1, :k], locs[i:i + 1, :k], n[i:i + 1])
+        assert alone[0].tokens == together[i].tokens
+        assert abs(alone[0].score - together[i].score) < 1e-4
+
+
+def test_sampling_keeps_grad_and_pads_after_the_end():
+    model = tiny_model(seed=2, vocab=8)
+    model.train()
+    gen = CaptionGenerator(model, SearchSettings(eos_id=EOS, max_length=8))
+    out = gen.sample(*regions(), generator=torch.Generator().manual_seed(0))
+    assert out.log_probs.requires_grad
+    out.log_probs.sum().backward()
+    assert model.embeddings.word_embeddings.weight.grad is not None
+    for row, length in zip(out.tokens.tolist(), out.lengths.tolist()):
+        if EOS in row:
+            assert row.index(EOS) + 1 == length and all(t == 0 for t in row[length:])
+    after = torch.arange(out.tokens.shape[1])[None, :] >= out.lengths[:, None]
+    assert (out.log_probs[after] == 0).all()
+
+
+def test_too_long_a_caption_for_the_position_table_is_named():
+    model = tiny_model()
+    with pytest.raises(VLPError, match="max_tgt_length"):
+        CaptionGenerator(model, SearchSettings(eos_id=EOS, max_length=60)).generate(*regions())

@@ -1,0 +1,50 @@
+"""Caption decoding: greedy, VLP's beam search and sampling over UniLM [MASK]-slot steps.
+
+    from vlp.decode import CaptionGenerator, SearchSettings
+    gen = CaptionGenerator(model, SearchSettings(eos_id=sep_id, beam_size=3))
+    hyps = gen.generate(region_features, region_locations, num_regions)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlp.decode.search import Hypothesis, Samples, SearchSettings, beam_search, greedy, sample
+from vlp.model.decoding import decoding_steps
+
+
+class CaptionGenerator:
+    """Holds the model and the search settings; `use_cache=False` recomputes the whole
+    sequence every step (same output, for checking and timing)."""
+
+    def __init__(self, model, settings: SearchSettings, use_cache: bool = True):
+        self.model, self.s, self.use_cache = model, settings, use_cache
+
+    def _steps(self, region_features, region_locations, num_regions):
+        return decoding_steps(self.model, region_features, region_locations, num_regions,
+                              self.s.max_length, self.use_cache)
+
+    def generate(self, region_features, region_locations, num_regions) -> list[Hypothesis]:
+        """The best caption per image (beam search when beam_size > 1, else greedy)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                steps = self._steps(region_features, region_locations, num_regions)
+                rows = region_features.shape[0]
+                if self.s.beam_size > 1:
+                    return beam_search(steps, rows, self.s)
+                return greedy(steps, rows, self.s)
+        finally:
+            self.model.train(was_training)
+
+    def sample(self, region_features, region_locations, num_regions, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, generator=None) -> Samples:
+        """One sampled caption per image, in the model's current mode and grad setting."""
+        steps = self._steps(region_features, region_locations, num_regions)
+        return sample(steps, region_features.shape[0], self.s, temperature, top_k, top_p,
+                      self.model.config.pad_token_id, generator)
+
+
+__all__ = ["CaptionGenerator", "Hypothesis", "Samples", "SearchSettings", "beam_search",
+           "greedy", "sample"]

@@ -1,0 +1,167 @@
+"""`vlp decode` / `python -m vlp.decode_img2txt`: caption a split, write COCO results and,
+when the split has references, the metrics beside them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from vlp.data.captions import read_images, read_valid_jpgs
+from vlp.data.region_text import RegionImages, pad_regions
+from vlp.data.sources import keep_present, open_features
+from vlp.decode import CaptionGenerator, SearchSettings
+from vlp.errors import VLPError
+
+
+def main(argv: list[str] | None = None, prog: str = "vlp decode") -> int:
+    from vlp.cli.decode import build_parser
+
+    args = build_parser(prog).parse_args(argv)
+    try:
+        decode(args)
+    except VLPError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def checkpoints(pattern: str) -> list[Path]:
+    found = sorted(Path(p) for p in glob.glob(pattern.strip()))
+    if not found:
+        raise VLPError(f"--model_recover_path {pattern}: no checkpoint matches")
+    return found
+
+
+def load_model(path: Path):
+    from vlp.model import UnifiedVLP
+
+    if path.is_dir():
+        return UnifiedVLP.from_pretrained(path)
+    from vlp.model.convert import from_vlp_bin
+
+    return from_vlp_bin(UnifiedVLP, path)
+
+
+def vocabulary_dir(args, checkpoint: Path) -> Path:
+    for candidate in (args.bert_model, checkpoint if checkpoint.is_dir() else None):
+        if candidate and (Path(candidate) / "vocab.txt").is_file():
+            return Path(candidate)
+    raise VLPError(f"{checkpoint} has no vocab.txt: pass --bert_model with its vocabulary")
+
+
+def settings(args, tokenizer, config) -> SearchSettings:
+    ignore = ()
+    if args.forbid_ignore_word:
+        words = [w.upper() if w.startswith("[") and w.endswith("]") else w
+                 for w in args.forbid_ignore_word.split("|")]
+        ignore = tuple(tokenizer.convert_tokens_to_ids(words))
+    return SearchSettings(eos_id=config.sep_token_id, max_length=args.max_tgt_length,
+                          beam_size=args.beam_size, min_length=args.min_len,
+                          length_penalty=args.length_penalty, length_norm=args.length_norm,
+                          forbid_duplicate_ngrams=args.forbid_duplicate_ngrams,
+                          ngram_size=args.ngram_size, forbid_ignore=ignore)
+
+
+def caption_text(tokenizer, ids: list[int]) -> str:
+    """VLP's detokenisation: word pieces joined, words separated by spaces."""
+    words: list[str] = []
+    for tok in tokenizer.convert_ids_to_tokens(ids):
+        if tok in ("[SEP]", "[PAD]"):
+            break
+        if tok.startswith("##") and words:
+            words[-1] += tok[2:]
+        else:
+            words.append(tok)
+    return " ".join(words)
+
+
+def decode(args) -> list[dict]:
+    """Decode with every checkpoint `--model_recover_path` matches; returns one summary
+    per checkpoint: {"checkpoint", "results", "metrics" (or None)}."""
+    from vlp.data.tokens import load_tokenizer
+
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    valid = read_valid_jpgs(args.file_valid_jpgs) if args.file_valid_jpgs else None
+    images = read_images([args.src_file], args.split, args.dataset, valid)
+    store = open_features(args)
+    present = keep_present((i.image_key for i in images), store, args.skip_missing_features,
+                           lambda message: print(message, file=sys.stderr))
+    images = [i for i in images if i.image_key in present]
+    summaries = []
+    for path in checkpoints(args.model_recover_path):
+        model = load_model(path).to(device).eval()
+        tokenizer = load_tokenizer(vocabulary_dir(args, path), args.do_lower_case)
+        if args.len_vis_input > model.config.max_regions:
+            raise VLPError(f"--len_vis_input {args.len_vis_input} is more than {path} takes "
+                           f"(max_regions {model.config.max_regions})")
+        generator = CaptionGenerator(model, settings(args, tokenizer, model.config),
+                                     use_cache=not args.no_kv_cache)
+        results = caption_images(generator, images, store, args, device, tokenizer)
+        summaries.append(write_outputs(args, path, results))
+    return summaries
+
+
+def caption_images(generator, images, store, args, device, tokenizer) -> list[dict]:
+    from vlp.train.precision import autocast, choose
+
+    dataset = RegionImages([i.image_key for i in images], store, args.len_vis_input, args.box_norm)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                        collate_fn=_as_list)
+    precision = choose(False, args.fp16 or args.amp, device)
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(dataset), desc=f"decode {args.split}", unit="img", dynamic_ncols=True)
+    results = []
+    for examples in loader:
+        feats, locs, n = (t.to(device) for t in pad_regions(examples))
+        with autocast(precision, device):
+            hyps = generator.generate(feats, locs, n)
+        for e, h in zip(examples, hyps):
+            results.append({"image_id": images[e["index"]].image_id,
+                            "caption": caption_text(tokenizer, h.tokens)})
+        if bar is not None:
+            bar.update(len(examples))
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _as_list(examples: list[dict]) -> list[dict]:
+    return examples
+
+
+def write_outputs(args, checkpoint: Path, results: list[dict]) -> dict:
+    out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{checkpoint.name}.{args.split}.beam{args.beam_size}"
+    results_path = out_dir / f"{stem}.results.json"
+    results_path.write_text(json.dumps(results, ensure_ascii=False) + "\n")
+    metrics = None
+    if not args.no_eval:
+        metrics = score(results_path, args)
+        if metrics is not None:
+            (out_dir / f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"{checkpoint}: {len(results)} captions -> {results_path}")
+    if metrics:
+        print("  " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()
+                               if isinstance(v, (int, float))))
+    return {"checkpoint": str(checkpoint), "results": str(results_path), "metrics": metrics}
+
+
+def score(results_path: Path, args) -> dict | None:
+    """coco-caption metrics against the split's reference sentences (none in the file: None)."""
+    data = json.loads(Path(args.src_file).read_text())
+    if not any(img.get("split") == args.split and img.get("sentences")
+               for img in data.get("images", [])):
+        return None
+    from coco_caption import evaluate
+
+    return evaluate(str(results_path), args.src_file, split=args.split, java=not args.no_java)
