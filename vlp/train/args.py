@@ -81,6 +81,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     add_feature_flags(g)
 
+    s = p.add_argument_group("self-critical sequence training")
+    s.add_argument("--scst", action="store_true",
+                   help="SCST from a cross-entropy checkpoint (--model_recover_path)")
+    s.add_argument("--scst_baseline", choices=("greedy", "mean"), default="greedy",
+                   help="greedy decoding's reward (VLP) or the mean of the image's other samples")
+    s.add_argument("--scst_samples", type=int_at_least(1), default=1,
+                   help="captions sampled per image (at least 2 with --scst_baseline mean)")
+    s.add_argument("--scst_vlp_compat", action="store_true",
+                   help="VLP's reward: one reference, batch document frequencies, word pieces")
+
     m = p.add_argument_group("further flags")
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
     m.add_argument("--max_grad_norm", type=float, default=1.0, help="0 turns clipping off")
@@ -126,6 +136,10 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError("give --features STORE, or --image_root with VLP's --region_* files")
     if args.warmup_proportion < 0 or args.warmup_proportion > 1:
         raise VLPError(f"--warmup_proportion must be in [0, 1], got {args.warmup_proportion}")
+    if args.scst and not args.model_recover_path:
+        raise VLPError("--scst starts from a cross-entropy checkpoint: give --model_recover_path")
+    if args.scst and args.scst_baseline == "mean" and args.scst_samples < 2:
+        raise VLPError("--scst_baseline mean needs --scst_samples of at least 2")
     args.dist_url = args.dist_url.replace("[PT_OUTPUT_DIR]", args.output_dir)
     return args
 

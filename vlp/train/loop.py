@@ -82,10 +82,10 @@ class Trainer:
             self._window.wait += time.perf_counter() - start
             last = pos.batches + 1 == total
             boundary = (pos.batches + 1) % s.accumulation == 0 or last
-            loss = self._micro_step(batch, sync=boundary)
+            loss, extra = self._micro_step(batch, sync=boundary)
             pos.batches += 1
             pos.samples += len(batch) * self.info.world_size
-            self._window.add(loss, len(batch) * self.info.world_size)
+            self._window.add(loss, len(batch) * self.info.world_size, extra)
             if boundary:
                 stepped = self._optimizer_step()
                 if bar is not None:
@@ -102,7 +102,7 @@ class Trainer:
         elif s.save_steps == 0 or pos.step % s.save_steps:
             self.save(self.output_dir / f"step.{pos.step}")  # stopped by --max_steps
 
-    def _micro_step(self, batch, sync: bool) -> float:
+    def _micro_step(self, batch, sync: bool) -> tuple[float, dict]:
         batch = batch.to(self.device, non_blocking=True)
         no_sync = getattr(self.wrapped, "no_sync", None)
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
@@ -116,7 +116,8 @@ class Trainer:
             self.scaler.scale(loss / self.s.accumulation).backward()
             if not finite:
                 self._window.bad = True
-        return float(loss.detach())
+        extra = {k: float(v) for k, v in out.items() if k not in ("loss", "mlm_loss")}
+        return float(loss.detach()), extra
 
     def _nonfinite(self, loss, batch) -> None:
         where = (f"step {self.pos.step + 1} (epoch {self.pos.epoch}, batch "
@@ -209,16 +210,20 @@ class _Window:
         self.start = time.perf_counter()
         self.wait = 0.0
         self.losses: list[float] = []
+        self.extra: dict[str, list[float]] = {}
         self.samples = 0
         self.grad_norm = math.nan
         self.bad = False
 
-    def add(self, loss: float, samples: int) -> None:
+    def add(self, loss: float, samples: int, extra: dict) -> None:
         self.losses.append(loss)
         self.samples += samples
+        for k, v in extra.items():
+            self.extra.setdefault(k, []).append(v)
 
     def summary(self) -> dict:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         finite = [x for x in self.losses if math.isfinite(x)]
+        means = {k: sum(v) / len(v) for k, v in self.extra.items()}
         return {"loss": sum(finite) / max(len(finite), 1), "samples_per_s": self.samples / elapsed,
-                "data_wait_frac": self.wait / elapsed, "grad_norm": self.grad_norm}
+                "data_wait_frac": self.wait / elapsed, "grad_norm": self.grad_norm, **means}

@@ -80,10 +80,14 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     store = open_features(args)
     captions = setup.load_captions(args)
     captions = setup.drop_missing(captions, store, args.skip_missing_features, say)
+    references = captions
+    if args.scst and not args.scst_vlp_compat:
+        captions = list({c.image_key: c for c in reversed(captions)}.values())[::-1]
     dims = setup.region_dims(store, captions[0].image_key)
     setup.seed_everything(args.seed)
     model = setup.build_model(args, dims, resume)
     tok_dir = setup.tokenizer_dir(args, resume)
+    setup.check_vocabulary(tok_dir, resume or args.model_recover_path)
     tokens, tokenizer = setup.tokenize_captions(args, captions, tok_dir, info.is_main,
                                                 distributed.barrier)
     if len(tokenizer) > model.config.vocab_size:
@@ -102,7 +106,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
                                 / args.gradient_accumulation_steps)
     total = args.max_steps or steps_per_epoch * args.num_train_epochs
 
-    task = MaskedLMTask(model, args.label_smoothing).to(device)
+    task = build_task(args, model, tokenizer, references, output_dir, info).to(device)
     wrapped = task
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -132,6 +136,25 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
         f"precision {precision}; device {device}")
     return trainer
+
+
+def build_task(args, model, tokenizer, references, output_dir: Path, info):
+    """Masked LM (pretraining, caption finetuning) or SCST."""
+    if not args.scst:
+        return MaskedLMTask(model, args.label_smoothing)
+    from vlp.decode import SearchSettings
+    from vlp.train.scst import CiderReward, ScstTask
+
+    reward = None
+    if not args.scst_vlp_compat:
+        if info.is_main:
+            reward = CiderReward.from_captions(references, output_dir)
+        distributed.barrier()
+        if not info.is_main:
+            reward = CiderReward.from_captions(references, output_dir)
+    search = SearchSettings(eos_id=model.config.sep_token_id, max_length=args.max_len_b + 1)
+    return ScstTask(model, tokenizer, reward, search, args.scst_baseline, args.scst_samples,
+                    args.scst_vlp_compat)
 
 
 def _printer(info, logger):

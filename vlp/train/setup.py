@@ -60,6 +60,17 @@ def tokenizer_dir(args, resume_dir: Path | None) -> Path:
                    "pass --bert_model with the BERT directory the model was trained from")
 
 
+def check_vocabulary(tok_dir: Path, source) -> None:
+    """The tokenizer's vocabulary must be the one the loaded checkpoint was trained with."""
+    if source is None or not Path(source).is_dir():
+        return
+    theirs, ours = Path(source) / "vocab.txt", Path(tok_dir) / "vocab.txt"
+    if theirs.is_file() and ours.is_file() and theirs.resolve() != ours.resolve() \
+            and theirs.read_bytes() != ours.read_bytes():
+        raise VLPError(f"the vocabulary of {source} differs from {tok_dir}'s; use the BERT "
+                       "directory the checkpoint was trained from (or leave --bert_model out)")
+
+
 def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> TokenizedTexts:
     """Tokenised once by the main rank into output_dir/cache; the others read the cache."""
     tokenizer = load_tokenizer(tok_dir, args.do_lower_case)
