@@ -10,7 +10,10 @@ OUT ?= runs/quickstart
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+# The editable install records which top-level packages exist: reinstall when one appears.
+PACKAGES := $(wildcard */__init__.py)
+
+$(STAMP): pyproject.toml setup.py $(PACKAGES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
 	touch $(STAMP)
