@@ -57,3 +57,12 @@ def test_missing_images_and_checkpoints_are_named(trained, tmp_path, capsys):
     assert len(json.loads((tmp_path / "model.2.train.beam1.results.json").read_text())) == 8
     assert decode_main(decode_argv(inputs, run / "model.9", tmp_path)) == 2
     assert "no checkpoint matches" in capsys.readouterr().err
+
+
+def test_metrics_are_written_beside_the_results(trained, tmp_path):
+    inputs, run = trained
+    argv = [a for a in decode_argv(inputs, run / "model.2", tmp_path) if a != "--no_eval"]
+    assert decode_main(argv + ["--no_java"]) == 0
+    metrics = json.loads((tmp_path / "model.2.train.beam1.metrics.json").read_text())
+    assert {"CIDEr", "Bleu_4", "ROUGE_L"} <= metrics.keys()
+    assert all(0.0 <= metrics[k] for k in ("CIDEr", "Bleu_4", "ROUGE_L"))

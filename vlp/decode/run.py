@@ -157,11 +157,23 @@ def write_outputs(args, checkpoint: Path, results: list[dict]) -> dict:
 
 
 def score(results_path: Path, args) -> dict | None:
-    """coco-caption metrics against the split's reference sentences (none in the file: None)."""
+    """coco-caption metrics against the split's reference sentences (none in the file:
+    None). References are keyed by the same ids the results use (results_image_id)."""
+    from vlp.data.captions import results_image_id
+
     data = json.loads(Path(args.src_file).read_text())
-    if not any(img.get("split") == args.split and img.get("sentences")
-               for img in data.get("images", [])):
+    annotations = [{"image_id": results_image_id(img, args.dataset), "caption": s["raw"]}
+                   for img in data.get("images", []) if img.get("split") == args.split
+                   for s in img.get("sentences", [])]
+    if not annotations:
         return None
+    import warnings
+
     from coco_caption import evaluate
 
-    return evaluate(str(results_path), args.src_file, split=args.split, java=not args.no_java)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate(str(results_path), {"annotations": annotations}, java=not args.no_java)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return metrics
