@@ -1,0 +1,129 @@
+"""A bundle: what captioning (and answering about) any image file needs, in one directory.
+
+`bundle.json` names the detector directory, the caption model checkpoint and (when there
+is one) the VQA model, with the extraction and decoding settings they were trained with;
+paths are relative to the bundle directory. The main job writes one in its output
+directory, so `vlp caption IMAGE --bundle runs/quickstart` works after `make quickstart`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vlp.errors import VLPError
+
+BUNDLE_FILE = "bundle.json"
+
+
+@dataclass
+class Bundle:
+    root: Path
+    detector: str
+    caption_model: str
+    regions: int
+    extract: dict = field(default_factory=dict)   # conf, nms_iou, min_boxes, max_boxes
+    max_length: int = 20
+    beam_size: int = 3
+    vqa_model: str | None = None
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+def write_bundle(root: Path, detector: Path, caption_model: Path, regions: int, extract: dict,
+                 vqa_model: Path | None = None, **decoding) -> Path:
+    root = Path(root)
+
+    def rel(p):
+        return None if p is None else os.path.relpath(Path(p).resolve(), root.resolve())
+
+    data = {"detector": rel(detector), "caption_model": rel(caption_model), "regions": regions,
+            "extract": extract, "vqa_model": rel(vqa_model), **decoding}
+    path = root / BUNDLE_FILE
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def load_bundle(root: str | Path) -> Bundle:
+    root = Path(root)
+    path = root / BUNDLE_FILE
+    if not path.is_file():
+        raise VLPError(f"--bundle {root}: no {BUNDLE_FILE} (a bundle is the output directory "
+                       "of `vlp quickstart`)")
+    try:
+        bundle = Bundle(root=root, **json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise VLPError(f"{path}: not a bundle description ({err})") from None
+    for name in ("detector", "caption_model"):
+        if not bundle.path(getattr(bundle, name)).exists():
+            raise VLPError(f"{path}: {name} {getattr(bundle, name)} is missing")
+    return bundle
+
+
+class ImageCaptioner:
+    """Detector + caption model: image files in, captions and the regions used out."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", beam_size: int | None = None):
+        from feature_extraction.detector import load_detector
+        from feature_extraction.regions import ExtractSettings, RegionExtractor
+        from vlp.data.tokens import load_tokenizer
+        from vlp.decode import CaptionGenerator, SearchSettings
+        from vlp.model import UnifiedVLP
+
+        detector, det_config = load_detector(bundle.path(bundle.detector))
+        self.class_names = det_config.class_names
+        self.extractor = RegionExtractor(detector.to(device), ExtractSettings(**bundle.extract))
+        model_dir = bundle.path(bundle.caption_model)
+        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        settings = SearchSettings(eos_id=self.model.config.sep_token_id,
+                                  max_length=bundle.max_length,
+                                  beam_size=beam_size or bundle.beam_size)
+        self.generator = CaptionGenerator(self.model, settings)
+        self.bundle, self.device = bundle, device
+
+    def regions(self, image_path: str | Path):
+        """The image's region record (BadImage / VLPError when it cannot be read)."""
+        import torch
+
+        from feature_extraction.images import BadImage, decode_rgb
+
+        try:
+            pixels = decode_rgb(image_path)
+        except BadImage as err:
+            raise VLPError(f"{image_path}: {err}") from None
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
+        return self.extractor([tensor])[0]
+
+    def caption(self, image_path: str | Path) -> dict:
+        import torch
+
+        from vlp.data.region_text import region_inputs
+        from vlp.decode.run import caption_text
+
+        record = self.regions(image_path)
+        feats, locs = region_inputs(record, self.bundle.regions)
+        hyp = self.generator.generate(torch.from_numpy(feats)[None].to(self.device),
+                                      torch.from_numpy(locs)[None].to(self.device),
+                                      torch.tensor([len(feats)], device=self.device))[0]
+        return {"image": str(image_path), "caption": caption_text(self.tokenizer, hyp.tokens),
+                "score": hyp.score, "regions": self.describe(record, len(feats))}
+
+    def describe(self, record, count: int) -> list[dict]:
+        probs = np.asarray(record.cls_probs, dtype=np.float32)
+        out = []
+        for i in range(count):
+            best = int(probs[i, 1:].argmax()) + 1 if probs.shape[1] > 1 else 0
+            label = self.class_names[best] if best < len(self.class_names) else str(best)
+            out.append({"box": [round(float(v), 1) for v in record.boxes[i]], "label": label,
+                        "score": round(float(record.scores[i]), 3)})
+        return out
+
+
+def bundle_summary(bundle: Bundle) -> dict:
+    return {k: v for k, v in asdict(bundle).items() if k != "root"}
