@@ -77,3 +77,39 @@ def train_argv(inputs: dict, out: Path, *extra: str) -> list[str]:
 
 
 PYTHON = sys.executable
+
+
+def vqa_files(root: Path, store_path: Path, images: int) -> dict:
+    """Official-format VQA JSON for the fixture images: 'is the first region bright' is
+    answered by the sign of that region's first feature, so it can be learned."""
+    from vlp.data.features import open_store
+
+    store = open_store(store_path)
+    questions, annotations = [], []
+    for i in range(images):
+        bright = float(store[f"img_{i:04d}"].features[0, 0]) > 0
+        for k, (text, answer) in enumerate([("is the red circle big", "yes" if bright else "no"),
+                                           ("what color is the square", "red")]):
+            qid = i * 10 + k
+            questions.append({"image_id": i, "question": text, "question_id": qid})
+            answers = [{"answer": answer, "answer_confidence": "yes", "answer_id": j + 1}
+                       for j in range(10)]
+            annotations.append({"question_id": qid, "image_id": i, "question_type": text[:7],
+                                "answer_type": "yes/no" if k == 0 else "other",
+                                "multiple_choice_answer": answer, "answers": answers})
+    store.close()
+    header = {"info": {}, "license": {}, "data_subtype": "train", "task_type": "Open-Ended",
+              "data_type": "toy"}
+    q = root / "questions.json"
+    a = root / "annotations.json"
+    q.write_text(json.dumps({**header, "questions": questions}))
+    a.write_text(json.dumps({**header, "annotations": annotations}))
+    return {"questions": q, "annotations": a}
+
+
+def vqa_argv(inputs: dict, files: dict, out: Path, *extra: str) -> list[str]:
+    argv = train_argv(inputs, out, "--tasks", "vqa2", "--vqa_annotations",
+                      str(files["annotations"]), "--image_map", str(inputs["src"]),
+                      "--s2s_prob", "0", "--bi_prob", "1", *extra)
+    argv[argv.index("--src_file") + 1] = str(files["questions"])
+    return argv

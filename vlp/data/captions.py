@@ -125,3 +125,20 @@ def read_captions(paths, splits=TRAIN_SPLITS, valid: set[str] | None = None) -> 
     if not captions:
         raise VLPError(f"no captions in splits {sorted(wanted)} of {', '.join(map(str, paths))}")
     return captions
+
+
+def image_key_map(paths) -> dict[str, str]:
+    """{image id as text: region store key} from Karpathy-style JSON (cocoid, and imgid
+    where there is no cocoid), for annotations that name images by id (VQA v2)."""
+    keys: dict[str, str] = {}
+    for path in paths:
+        data = read_json(path, "image map")
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, list):
+            raise VLPError(f"{path}: expected Karpathy-style JSON with an 'images' list")
+        for n, entry in enumerate(images):
+            try:
+                keys[str(_image_id(entry))] = image_key(entry["filename"])
+            except (KeyError, TypeError) as err:
+                raise VLPError(f"{path}: images[{n}] lacks filename ({err})") from None
+    return keys

@@ -48,6 +48,7 @@ class RegionTextBatch:
     mask_random_ids: torch.Tensor   # [B, P] long
     index: torch.Tensor             # [B] long, example index in the dataset
     image_keys: list
+    targets: torch.Tensor | None = None  # [B, K] soft answer scores (VQA)
 
     def _map(self, fn) -> "RegionTextBatch":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -120,13 +121,15 @@ class RegionTextDataset(Dataset):
     """Example i: caption i's tokens with the regions of its image."""
 
     def __init__(self, tokens: TokenizedTexts, image_keys: list[str], store, regions: int,
-                 text: TextSettings, box_norm: str = "auto"):
-        if len(tokens) != len(image_keys):
-            raise ValueError("one image key per tokenized text")
+                 text: TextSettings, box_norm: str = "auto",
+                 targets: list[dict[int, float]] | None = None):
+        if len(tokens) != len(image_keys) or (targets is not None and len(targets) != len(tokens)):
+            raise ValueError("one image key (and target) per tokenized text")
         if box_norm not in BOX_NORMS:
             raise ValueError(f"box_norm must be one of {BOX_NORMS}, got {box_norm!r}")
         self.tokens, self.image_keys, self.store = tokens, image_keys, store
         self.regions, self.text, self.box_norm = regions, text, box_norm
+        self.targets = targets  # VQA: {answer index: soft score} per question
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -143,17 +146,21 @@ class RegionTextDataset(Dataset):
         text = np.append(words.astype(np.int64), s.sep_id)
         key = self.image_keys[i]
         features, locations = region_inputs(self.store[key], self.regions, self.box_norm)
-        return {
+        example = {
             "text": text, "key": key, "index": i, "features": features, "locations": locations,
             "s2s_draw": rng.random(),
             "order": rng.random(len(text)),
             "kind": rng.random(s.max_pred), "coin": rng.random(s.max_pred),
             "random_ids": rng.integers(0, s.vocab_size, s.max_pred),
         }
+        if self.targets is not None:
+            example["target"] = self.targets[i]
+        return example
 
 
-def collate(examples: list[dict], pad_id: int = 0) -> RegionTextBatch:
-    """Pad text to the longest caption and regions to the most regions in the batch."""
+def collate(examples: list[dict], pad_id: int = 0, num_answers: int = 0) -> RegionTextBatch:
+    """Pad text to the longest caption and regions to the most regions in the batch;
+    with `num_answers`, dense [B, K] soft answer targets too."""
     b = len(examples)
     t = max(len(e["text"]) for e in examples)
     text = np.full((b, t), pad_id, dtype=np.int64)
@@ -177,4 +184,13 @@ def collate(examples: list[dict], pad_id: int = 0) -> RegionTextBatch:
         mask_random_ids=stack("random_ids", torch.long),
         index=torch.tensor([e["index"] for e in examples]),
         image_keys=[e["key"] for e in examples],
+        targets=dense_targets([e["target"] for e in examples], num_answers) if num_answers else None,
     )
+
+
+def dense_targets(targets: list[dict[int, float]], num_answers: int) -> torch.Tensor:
+    out = torch.zeros(len(targets), num_answers)
+    for row, target in enumerate(targets):
+        if target:
+            out[row, list(target)] = torch.tensor(list(target.values()), dtype=torch.float32)
+    return out

@@ -8,7 +8,7 @@ from vlp.cli.args import int_at_least, probability
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
 
-TASKS = ("img2txt",)
+TASKS = ("img2txt", "vqa2")
 SCHEDULES = ("warmup_linear", "warmup_constant", "warmup_cosine")
 DATASETS = ("coco", "flickr30k", "cc")
 
@@ -50,8 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--trunc_seg", default="b", choices=("b",))
     g.add_argument("--len_vis_input", type=int_at_least(1), default=100,
                    help="regions per image (the first N of each record)")
-    g.add_argument("--mask_prob", type=probability, default=0.15)
-    g.add_argument("--max_pred", type=int_at_least(0), default=3)
+    g.add_argument("--mask_prob", type=probability, default=None,
+                   help="share of text tokens masked (default 0.15; vqa2: none)")
+    g.add_argument("--max_pred", type=int_at_least(0), default=None,
+                   help="most masked tokens per example (default 3; vqa2: none, and VLP's "
+                   "--mask_prob 0 --max_pred 1 replaces one question token)")
     g.add_argument("--s2s_prob", type=probability, default=1.0)
     g.add_argument("--bi_prob", type=probability, default=0.0)
     g.add_argument("--tasks", choices=TASKS, default="img2txt")
@@ -80,6 +83,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "([PT_OUTPUT_DIR] is replaced by --output_dir)")
 
     add_feature_flags(g)
+
+    v = p.add_argument_group("VQA 2.0 (--tasks vqa2)")
+    v.add_argument("--vqa_annotations", nargs="+", default=None,
+                   help="annotation JSON for each questions JSON in --src_file (imdb .npy "
+                   "files carry their answers)")
+    v.add_argument("--image_map", nargs="+", default=None,
+                   help="Karpathy-style JSON mapping image ids to file names (store keys); "
+                   "imdb entries name their image themselves")
+    v.add_argument("--answer_vocab", default=None,
+                   help="answer vocabulary (JSON, or one answer a line); default: the "
+                   "--num_answers most frequent training answers")
+    v.add_argument("--num_answers", type=int_at_least(1), default=3129)
 
     s = p.add_argument_group("self-critical sequence training")
     s.add_argument("--scst", action="store_true",
@@ -136,6 +151,16 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError("give --features STORE, or --image_root with VLP's --region_* files")
     if args.warmup_proportion < 0 or args.warmup_proportion > 1:
         raise VLPError(f"--warmup_proportion must be in [0, 1], got {args.warmup_proportion}")
+    masking = {"img2txt": (0.15, 3), "vqa2": (0.0, 0)}[args.tasks]
+    explicit = args.mask_prob is not None or args.max_pred is not None
+    args.mask_prob = masking[0] if args.mask_prob is None else args.mask_prob
+    args.max_pred = masking[1] if args.max_pred is None else args.max_pred
+    # VQA masks question tokens only when asked (VLP: --mask_prob 0 --max_pred 1).
+    args.mask_vqa_input = args.tasks == "vqa2" and explicit and args.max_pred > 0
+    if args.tasks == "vqa2" and args.scst:
+        raise VLPError("--scst is for captioning (--tasks img2txt)")
+    if args.vqa_annotations and args.tasks != "vqa2":
+        raise VLPError("--vqa_annotations is for --tasks vqa2")
     if args.scst and not args.model_recover_path:
         raise VLPError("--scst starts from a cross-entropy checkpoint: give --model_recover_path")
     if args.scst and args.scst_baseline == "mean" and args.scst_samples < 2:

@@ -76,14 +76,17 @@ def _as_python_state(value):
 
 
 def save(directory: Path, model, tokenizer_dir, training: dict, position: Position,
-         run_shape: dict, keep_steps: int = 2) -> Path:
-    """Write checkpoint `directory` atomically (call on the main rank only); then drop
-    step checkpoints beyond the newest `keep_steps`."""
+         run_shape: dict, keep_steps: int = 2, extra_files=()) -> Path:
+    """Write checkpoint `directory` atomically (call on the main rank only), with copies
+    of `extra_files` (a VQA answer vocabulary); then drop step checkpoints beyond the
+    newest `keep_steps`."""
     directory = Path(directory)
     tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, tokenizer_dir)
+    for extra in extra_files:
+        shutil.copyfile(extra, tmp / Path(extra).name)
     torch.save(training, tmp / STATE_PT)
     (tmp / STATE_JSON).write_text(json.dumps({**asdict(position), **run_shape}, indent=2) + "\n")
     if directory.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ class LoopSettings:
     skip_nonfinite: bool
     progress: bool
     run_shape: dict
+    extra_files: list = field(default_factory=list)  # copied into every checkpoint
 
 
 class NonFiniteLoss(VLPError):
@@ -188,7 +189,7 @@ class Trainer:
         state = self.training_state()  # a collective: every rank takes part
         if self.info.is_main:
             checkpoint.save(directory, self.task.model, self.tokenizer_dir, state, self.pos,
-                            self.s.run_shape, self.s.keep_steps)
+                            self.s.run_shape, self.s.keep_steps, self.s.extra_files)
             self.logger.info("saved %s", directory)
         distributed.barrier()
 

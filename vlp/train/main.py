@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 
 from vlp.data.region_text import collate
 from vlp.data.sampler import ResumableSampler
-from vlp.data.sources import open_features
+from vlp.data.sources import keep_present, open_features
 from vlp.errors import VLPError
-from vlp.train import checkpoint, distributed, optim, precision as amp, setup
+from vlp.train import checkpoint, distributed, optim, precision as amp, setup, vqa
 from vlp.train.args import build_parser, check
 from vlp.train.log import MetricsLog, text_logger
 from vlp.train.loop import LoopSettings, Trainer
@@ -78,14 +78,30 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         say(f"resuming from {resume} (step {position.step}, epoch {position.epoch})")
 
     store = open_features(args)
-    captions = setup.load_captions(args)
-    captions = setup.drop_missing(captions, store, args.skip_missing_features, say)
+    answers = None
+    if args.tasks == "vqa2":
+        captions, answers = vqa.load_questions(args)
+    else:
+        captions = setup.load_captions(args)
+    present = keep_present((c.image_key for c in captions), store, args.skip_missing_features, say)
+    if answers is not None:
+        answers = [a for c, a in zip(captions, answers) if c.image_key in present]
+    captions = [c for c in captions if c.image_key in present]
     references = captions
     if args.scst and not args.scst_vlp_compat:
         captions = list({c.image_key: c for c in reversed(captions)}.values())[::-1]
     dims = setup.region_dims(store, captions[0].image_key)
     setup.seed_everything(args.seed)
     model = setup.build_model(args, dims, resume)
+    targets, extra_files = None, []
+    if answers is not None:
+        vocab = vqa.answer_vocabulary(args, answers, output_dir, info.is_main, distributed.barrier)
+        model = vqa.with_answer_head(model, len(vocab), resume or args.model_recover_path)
+        from vlp.eval.vqa_answers import build_targets
+
+        targets, stats = build_targets(answers, vocab)
+        say(stats.summary())
+        extra_files = [output_dir / vqa.VOCAB_FILE]
     tok_dir = setup.tokenizer_dir(args, resume)
     setup.check_vocabulary(tok_dir, resume or args.model_recover_path)
     tokens, tokenizer = setup.tokenize_captions(args, captions, tok_dir, info.is_main,
@@ -93,12 +109,13 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     if len(tokenizer) > model.config.vocab_size:
         raise VLPError(f"the tokenizer in {tok_dir} has {len(tokenizer)} tokens, the model's "
                        f"vocabulary {model.config.vocab_size}: they do not belong together")
-    dataset = setup.build_dataset(args, tokens, captions, store, model.config)
+    dataset = setup.build_dataset(args, tokens, captions, store, model.config, targets)
 
     micro = args.train_batch_size // args.gradient_accumulation_steps
     sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=args.seed)
     loader = DataLoader(dataset, batch_size=micro, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=partial(collate, pad_id=model.config.pad_token_id),
+                        collate_fn=partial(collate, pad_id=model.config.pad_token_id,
+                                           num_answers=model.config.vqa_answers if targets else 0),
                         pin_memory=device.type == "cuda", generator=torch.Generator(),
                         worker_init_fn=setup.seed_worker,
                         persistent_workers=False, prefetch_factor=4 if args.num_workers else None)
@@ -119,7 +136,8 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         accumulation=args.gradient_accumulation_steps, micro_batch=micro,
         max_grad_norm=args.max_grad_norm, save_steps=args.save_steps,
         keep_steps=args.keep_step_checkpoints, log_steps=args.log_steps,
-        skip_nonfinite=args.skip_nonfinite, progress=not args.no_progress, run_shape=run_shape)
+        skip_nonfinite=args.skip_nonfinite, progress=not args.no_progress, run_shape=run_shape,
+        extra_files=extra_files)
     metrics = MetricsLog(output_dir, Path(args.log_dir) if args.log_dir else output_dir / "tb",
                          info.is_main)
     trainer = Trainer(task, wrapped, optimizer,
@@ -132,14 +150,17 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     if training is not None:
         trainer.load(training)
     metrics.drop_after(position.step)
-    say(f"{len(dataset)} captions of {len(set(c.image_key for c in captions))} images; "
+    kind = "questions" if args.tasks == "vqa2" else "captions"
+    say(f"{len(dataset)} {kind} of {len(set(c.image_key for c in captions))} images; "
         f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
         f"precision {precision}; device {device}")
     return trainer
 
 
 def build_task(args, model, tokenizer, references, output_dir: Path, info):
-    """Masked LM (pretraining, caption finetuning) or SCST."""
+    """Masked LM (pretraining, caption finetuning), VQA or SCST."""
+    if args.tasks == "vqa2":
+        return vqa.VQATask(model, args.mask_vqa_input)
     if not args.scst:
         return MaskedLMTask(model, args.label_smoothing)
     from vlp.decode import SearchSettings

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from vlp.data.captions import Caption, read_captions, read_valid_jpgs
-from vlp.data.sources import keep_present
 from vlp.data.region_text import RegionTextDataset, TextSettings
 from vlp.data.tokens import TokenizedTexts, cached_tokenize, load_tokenizer
 from vlp.errors import VLPError
@@ -32,12 +31,6 @@ def load_captions(args) -> list[Caption]:
         keep = set(keep)
         captions = [c for c in captions if c.image_key in keep]
     return captions
-
-
-def drop_missing(captions: list[Caption], store, skip: bool, log) -> list[Caption]:
-    """Captions whose image has features (see vlp.data.sources.keep_present)."""
-    present = keep_present((c.image_key for c in captions), store, skip, log)
-    return [c for c in captions if c.image_key in present]
 
 
 @dataclass
@@ -84,12 +77,12 @@ def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> 
     return tokens, tokenizer
 
 
-def build_dataset(args, tokens, captions, store, config) -> RegionTextDataset:
+def build_dataset(args, tokens, captions, store, config, targets=None) -> RegionTextDataset:
     text = TextSettings(sep_id=config.sep_token_id, vocab_size=config.vocab_size,
                         max_len_b=args.max_len_b, always_truncate_tail=args.always_truncate_tail,
                         max_pred=max(args.max_pred, 1), seed=args.seed)
     return RegionTextDataset(tokens, [c.image_key for c in captions], store,
-                             args.len_vis_input, text, args.box_norm)
+                             args.len_vis_input, text, args.box_norm, targets)
 
 
 def _is_vlp_dir(path: Path) -> bool:

@@ -1,0 +1,75 @@
+"""VQA finetuning and evaluation end to end on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from train_fixtures import make_inputs, vqa_argv, vqa_files
+from vlp.errors import VLPError
+from vlp.eval.vqa_predict import main as eval_main
+from vlp.train.args import build_parser, check
+from vlp.train.main import main as train_main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vqa")
+    inputs = make_inputs(root, images=48)
+    files = vqa_files(root, inputs["features"], 48)
+    argv = vqa_argv(inputs, files, root / "run", "--num_train_epochs", "40",
+                    "--learning_rate", "2e-3", "--sche_mode", "warmup_constant",
+                    "--warmup_proportion", "0.02", "--log_steps", "1000")
+    argv[argv.index("--train_batch_size") + 1] = "16"
+    assert train_main(argv) == 0
+    return inputs, files, root
+
+
+def eval_argv(inputs, files, checkpoint, *extra):
+    return ["--model_recover_path", str(checkpoint), "--src_file", str(files["questions"]),
+            "--image_map", str(inputs["src"]), "--features", str(inputs["features"]),
+            "--len_vis_input", "8", "--no_progress", "--num_workers", "0", *extra]
+
+
+def test_a_tiny_model_learns_the_image_dependent_answer(trained, capsys):
+    inputs, files, root = trained
+    ckpt = root / "run" / "model.40"
+    assert json.loads((ckpt / "answer_vocab.json").read_text())["answers"] == ["red", "no", "yes"]
+    assert eval_main(eval_argv(inputs, files, ckpt, "--split", "train", "--vqa_annotations",
+                               str(files["annotations"]))) == 0
+    metrics = json.loads((root / "run" / "model.40.train.vqa_metrics.json").read_text())
+    # yes/no is decided by the first region's features: chance is about 60% (the majority).
+    assert metrics["perAnswerType"]["yes/no"] >= 80.0
+    assert metrics["perAnswerType"]["other"] == 100.0
+    assert "overall:" in capsys.readouterr().out
+
+
+def test_test_dev_writes_a_checked_leaderboard_file(trained, tmp_path):
+    inputs, files, root = trained
+    assert eval_main(eval_argv(inputs, files, root / "run" / "model.40", "--split", "test-dev",
+                               "--output_dir", str(tmp_path))) == 0
+    out = tmp_path / "vqa_OpenEnded_mscoco_test-dev2015_vlp_results.json"
+    rows = json.loads(out.read_text())
+    assert len(rows) == 96 and {r["answer"] for r in rows} <= {"red", "no", "yes"}
+
+
+def test_masking_only_when_asked_and_head_size_checked(trained, tmp_path, capsys):
+    inputs, files, root = trained
+    default = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "a")))
+    assert (default.mask_prob, default.max_pred, default.mask_vqa_input) == (0.0, 0, False)
+    vlp_way = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "b",
+                                                       "--mask_prob", "0", "--max_pred", "1")))
+    assert vlp_way.mask_vqa_input
+    vocab = tmp_path / "answers.txt"
+    vocab.write_text("red\nno\nyes\nblue\n")
+    argv = vqa_argv(inputs, files, tmp_path / "c", "--model_recover_path",
+                    str(root / "run" / "model.40"), "--answer_vocab", str(vocab))
+    assert train_main(argv) == 2
+    assert "VQA head for 3 answers" in capsys.readouterr().err
+    with pytest.raises(VLPError, match="pair them"):
+        from vlp.train.vqa import load_questions
+
+        args = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "d")))
+        args.vqa_annotations = [str(files["annotations"])] * 2
+        load_questions(args)

@@ -1,0 +1,146 @@
+"""`vlp eval-vqa` / `python -m vlp.eval_vqa2`: answer a split's questions with a VQA
+checkpoint, write `[{"question_id", "answer"}]`, score it where annotations exist, and
+write the challenge's file for test-dev / test-std."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from vlp.errors import VLPError
+
+LEADERBOARD_SPLITS = {"test-dev": "test-dev2015", "test-std": "test2015",
+                      "test-dev2015": "test-dev2015", "test2015": "test2015"}
+
+
+def main(argv: list[str] | None = None, prog: str = "vlp eval-vqa") -> int:
+    from vlp.cli.eval_vqa import build_parser
+
+    args = build_parser(prog).parse_args(argv)
+    try:
+        evaluate(args)
+    except VLPError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def evaluate(args) -> list[dict]:
+    from vlp.data.sources import keep_present, open_features
+
+    found = sorted(Path(p) for p in glob.glob(args.model_recover_path.strip()))
+    if not found:
+        raise VLPError(f"--model_recover_path {args.model_recover_path}: no checkpoint matches")
+    examples, keys = questions(args)
+    store = open_features(args)
+    present = keep_present(keys, store, args.skip_missing_features,
+                           lambda m: print(m, file=sys.stderr))
+    chosen = [i for i, k in enumerate(keys) if k in present]
+    if len(chosen) < len(examples) and args.split in LEADERBOARD_SPLITS:
+        raise VLPError("a leaderboard file needs an answer for every question; "
+                       "--skip_missing_features cannot be used with --split " + args.split)
+    examples, keys = [examples[i] for i in chosen], [keys[i] for i in chosen]
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    return [evaluate_checkpoint(path, args, examples, keys, store, device) for path in found]
+
+
+def questions(args):
+    """The split's VQAExamples (with answers where the annotations are given) and the
+    store key of each one's image."""
+    from vlp.data.captions import image_key_map
+    from vlp.data.vqa import read_vqa
+
+    examples = read_vqa(args.src_file, args.vqa_annotations)
+    mapping = image_key_map(args.image_map) if args.image_map else None
+    keys = []
+    for e in examples:
+        key = e.image_name or (mapping.get(str(e.image_id)) if mapping else str(e.image_id))
+        if key is None:
+            raise VLPError(f"{args.src_file}: image id {e.image_id} is not in --image_map")
+        keys.append(key)
+    return examples, keys
+
+
+def evaluate_checkpoint(path: Path, args, examples, keys, store, device) -> dict:
+    from vlp.data.region_text import RegionTextDataset, TextSettings, collate
+    from vlp.data.tokens import cached_tokenize, load_tokenizer
+    from vlp.eval.vqa_answers import AnswerVocab
+    from vlp.model import UnifiedVLP
+
+    if not path.is_dir():
+        raise VLPError(f"{path}: a VQA checkpoint directory is expected (config.json, "
+                       "model.safetensors, answer_vocab.json)")
+    model = UnifiedVLP.from_pretrained(path, map_location=device).eval()
+    vocab = AnswerVocab.load(args.answer_vocab or path / "answer_vocab.json")
+    if model.config.vqa_answers != len(vocab):
+        raise VLPError(f"{path} has a VQA head for {model.config.vqa_answers} answers, the "
+                       f"answer vocabulary {len(vocab)}")
+    tokenizer = load_tokenizer(Path(args.bert_model) if args.bert_model else path,
+                               args.do_lower_case)
+    tokens = cached_tokenize(tokenizer, [e.question for e in examples], None)
+    text = TextSettings(sep_id=model.config.sep_token_id, vocab_size=model.config.vocab_size,
+                        max_len_b=args.max_len_b, always_truncate_tail=True, max_pred=1)
+    dataset = RegionTextDataset(tokens, keys, store, args.len_vis_input, text, args.box_norm)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                        collate_fn=collate)
+    predictions = predict(model, loader, vocab, examples, device, not args.no_progress)
+    return write_outputs(args, path, predictions, examples)
+
+
+@torch.no_grad()
+def predict(model, loader, vocab, examples, device, progress: bool) -> dict[int, str]:
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(loader.dataset), desc="answer", unit="q", dynamic_ncols=True)
+    out = {}
+    for batch in loader:
+        batch = batch.to(device)
+        bidirectional = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        hidden = model(batch.text_ids, batch.text_lengths, batch.region_features,
+                       batch.region_locations, batch.num_regions, bidirectional)
+        best = model.vqa_logits(hidden, batch.region_features.shape[1]).argmax(-1).tolist()
+        for i, answer in zip(batch.index.tolist(), best):
+            out[examples[i].question_id] = vocab[answer]
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def write_outputs(args, checkpoint: Path, predictions: dict[int, str], examples) -> dict:
+    from vlp.eval.vqa_score import score, write_metrics
+    from vlp.eval.vqa_submission import check_submission, submission_name, write_submission
+
+    out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subtype = LEADERBOARD_SPLITS.get(args.split)
+    if subtype is not None:
+        results = out_dir / submission_name(subtype, args.method)
+        write_submission(predictions, args.src_file, results)
+        defects, count = check_submission(results, args.src_file)
+        if defects:
+            raise VLPError(f"{results}: " + "; ".join(defects))
+        print(f"{checkpoint}: {count} answers -> {results} (checked; ready to upload)")
+    else:
+        results = out_dir / f"{checkpoint.name}.{args.split}.vqa_results.json"
+        rows = [{"question_id": e.question_id, "answer": predictions[e.question_id]}
+                for e in examples]
+        results.write_text(json.dumps(rows) + "\n")
+        print(f"{checkpoint}: {len(rows)} answers -> {results}")
+    summary = {"checkpoint": str(checkpoint), "results": str(results), "scores": None}
+    annotated = [e for e in examples if e.answers is not None]
+    if args.vqa_annotations and annotated:
+        scores = score(predictions, annotated)
+        metrics = out_dir / f"{checkpoint.name}.{args.split}.vqa_metrics.json"
+        write_metrics(scores, metrics)
+        print(scores.summary())
+        summary["scores"] = scores
+    return summary
