@@ -65,30 +65,20 @@ def load_bundle(root: str | Path) -> Bundle:
     return bundle
 
 
-class ImageCaptioner:
-    """Detector + caption model: image files in, captions and the regions used out."""
+class _Regions:
+    """The bundle's detector: image files in, region records out."""
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", beam_size: int | None = None):
+    def __init__(self, bundle: Bundle, device: str):
         from feature_extraction.detector import load_detector
         from feature_extraction.regions import ExtractSettings, RegionExtractor
-        from vlp.data.tokens import load_tokenizer
-        from vlp.decode import CaptionGenerator, SearchSettings
-        from vlp.model import UnifiedVLP
 
         detector, det_config = load_detector(bundle.path(bundle.detector))
         self.class_names = det_config.class_names
         self.extractor = RegionExtractor(detector.to(device), ExtractSettings(**bundle.extract))
-        model_dir = bundle.path(bundle.caption_model)
-        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
-        self.tokenizer = load_tokenizer(model_dir)
-        settings = SearchSettings(eos_id=self.model.config.sep_token_id,
-                                  max_length=bundle.max_length,
-                                  beam_size=beam_size or bundle.beam_size)
-        self.generator = CaptionGenerator(self.model, settings)
         self.bundle, self.device = bundle, device
 
     def regions(self, image_path: str | Path):
-        """The image's region record (BadImage / VLPError when it cannot be read)."""
+        """The image's region record (VLPError when it cannot be read)."""
         import torch
 
         from feature_extraction.images import BadImage, decode_rgb
@@ -100,19 +90,16 @@ class ImageCaptioner:
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
         return self.extractor([tensor])[0]
 
-    def caption(self, image_path: str | Path) -> dict:
+    def inputs(self, record):
+        """Model inputs [1, n, D], [1, n, C + 6], [1] of the record's first regions."""
         import torch
 
         from vlp.data.region_text import region_inputs
-        from vlp.decode.run import caption_text
 
-        record = self.regions(image_path)
         feats, locs = region_inputs(record, self.bundle.regions)
-        hyp = self.generator.generate(torch.from_numpy(feats)[None].to(self.device),
-                                      torch.from_numpy(locs)[None].to(self.device),
-                                      torch.tensor([len(feats)], device=self.device))[0]
-        return {"image": str(image_path), "caption": caption_text(self.tokenizer, hyp.tokens),
-                "score": hyp.score, "regions": self.describe(record, len(feats))}
+        return (torch.from_numpy(feats)[None].to(self.device),
+                torch.from_numpy(locs)[None].to(self.device),
+                torch.tensor([len(feats)], device=self.device))
 
     def describe(self, record, count: int) -> list[dict]:
         probs = np.asarray(record.cls_probs, dtype=np.float32)
@@ -123,6 +110,68 @@ class ImageCaptioner:
             out.append({"box": [round(float(v), 1) for v in record.boxes[i]], "label": label,
                         "score": round(float(record.scores[i]), 3)})
         return out
+
+
+class ImageCaptioner(_Regions):
+    """Detector + caption model: image files in, captions and the regions used out."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", beam_size: int | None = None):
+        from vlp.data.tokens import load_tokenizer
+        from vlp.decode import CaptionGenerator, SearchSettings
+        from vlp.model import UnifiedVLP
+
+        super().__init__(bundle, device)
+        model_dir = bundle.path(bundle.caption_model)
+        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        settings = SearchSettings(eos_id=self.model.config.sep_token_id,
+                                  max_length=bundle.max_length,
+                                  beam_size=beam_size or bundle.beam_size)
+        self.generator = CaptionGenerator(self.model, settings)
+
+    def caption(self, image_path: str | Path) -> dict:
+        from vlp.decode.run import caption_text
+
+        record = self.regions(image_path)
+        feats, locs, n = self.inputs(record)
+        hyp = self.generator.generate(feats, locs, n)[0]
+        return {"image": str(image_path), "caption": caption_text(self.tokenizer, hyp.tokens),
+                "score": hyp.score, "regions": self.describe(record, int(n[0]))}
+
+
+class ImageAnswerer(_Regions):
+    """Detector + VQA model: an image file and a question in, the answer out."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu"):
+        from vlp.data.tokens import load_tokenizer
+        from vlp.eval.vqa_answers import AnswerVocab
+        from vlp.model import UnifiedVLP
+
+        if not bundle.vqa_model:
+            raise VLPError(f"--bundle {bundle.root}: the bundle has no VQA model")
+        super().__init__(bundle, device)
+        model_dir = bundle.path(bundle.vqa_model)
+        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.vocab = AnswerVocab.load(model_dir / "answer_vocab.json")
+
+    def ask(self, image_path: str | Path, question: str, top: int = 3) -> dict:
+        import torch
+
+        record = self.regions(image_path)
+        feats, locs, n = self.inputs(record)
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"][:self.bundle.max_length]
+        text = torch.tensor([ids + [self.model.config.sep_token_id]], device=self.device)
+        with torch.no_grad():
+            hidden = self.model(text, torch.tensor([text.shape[1]], device=self.device), feats,
+                                locs, n, torch.zeros(1, dtype=torch.bool, device=self.device))
+            probs = self.model.vqa_logits(hidden, feats.shape[1]).sigmoid()[0]
+        best = probs.topk(min(top, len(self.vocab)))
+        return {"image": str(image_path), "question": question,
+                "answer": self.vocab[int(best.indices[0])],
+                "candidates": [{"answer": self.vocab[int(i)], "score": round(float(p), 3)}
+                               for p, i in zip(best.values, best.indices)],
+                "regions": self.describe(record, int(n[0]))}
 
 
 def bundle_summary(bundle: Bundle) -> dict:

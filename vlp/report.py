@@ -126,12 +126,18 @@ def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, st
     if metric_rows:
         parts.append("<h2>Caption metrics (test split, beam 3)</h2>" + _table(
             ["model", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"], metric_rows))
+    vqa = results.get("vqa", {}).get("metrics")
+    if vqa:
+        per_type = sorted(vqa["perAnswerType"].items())
+        parts.append("<h2>VQA accuracy (test split, official metric)</h2>" + _table(
+            ["overall"] + [t for t, _ in per_type], [[vqa["overall"]] + [a for _, a in per_type]]))
     if "detector" in results:
         d = results["detector"]
         parts.append("<h2>Detector (val split)</h2>" + _table(
             ["mAP@0.5", "recall@0.5", "training s"],
             [[_fmt(d.get("map50")), _fmt(d.get("recall50")), _fmt(d.get("seconds"))]]))
-    logs = {name: out / name for name in ("pretrain", "caption", "scst") if (out / name).is_dir()}
+    logs = {name: out / name for name in ("pretrain", "caption", "scst", "vqa")
+            if (out / name).is_dir()}
     if plot_curves(logs, img_dir / "curves.png"):
         parts.append('<h2>Training curves</h2><img src="img/curves.png" alt="training curves">')
     parts.append(_examples(out, results, img_dir))

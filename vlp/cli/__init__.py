@@ -17,7 +17,7 @@ from vlp.errors import VLPError
 
 # Order is the order shown by `vlp --help`.
 COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint", "train",
-            "decode", "caption", "eval_vqa", "score_vqa", "validate_vqa_submission")
+            "decode", "caption", "ask", "eval_vqa", "score_vqa", "validate_vqa_submission")
 
 
 def build_parser() -> ArgumentParser:
