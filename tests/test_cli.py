@@ -87,12 +87,3 @@ def test_killed_run_leaves_nothing_and_the_rerun_completes(tmp_path):
     assert small.returncode == 0, small.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # the dead run's temp is gone
     assert "images      8 (" in small.stdout
-
-
-def test_quickstart_tiny_prints_a_summary_and_resumes(tmp_path, capsys):
-    assert main(["quickstart", "--tiny", "--out", str(tmp_path)]) == 0
-    first = capsys.readouterr().out
-    assert "toyworld" in first and "total" in first and "40 images" in first
-    assert (tmp_path / "toyworld" / "annotations" / "dataset_toy.json").is_file()
-    assert main(["quickstart", "--tiny", "--out", str(tmp_path)]) == 0
-    assert "(kept)" in capsys.readouterr().out

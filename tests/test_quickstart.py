@@ -1,0 +1,117 @@
+"""The main job in --tiny mode: every stage runs, the summary, resume, the report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vlp.cli import main
+from vlp.quickstart import STAGES
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    import io
+    from contextlib import redirect_stdout
+
+    buffer = io.StringIO()
+    start = time.perf_counter()
+    with redirect_stdout(buffer):
+        assert main(["quickstart", "--tiny", "--out", str(out)]) == 0
+    return out, buffer.getvalue(), time.perf_counter() - start
+
+
+def test_every_stage_reports_a_key_metric(tiny_job):
+    out, printed, _ = tiny_job
+    table = printed[printed.index("stage "):]
+    for stage in STAGES:
+        assert f"\n{stage.name} " in table, stage.name
+    assert "40 images" in table and "total" in table
+    assert "MLM loss" in table and "unigram baseline" in table and "loader wait" in table
+    assert "test (beam 3) CIDEr" in table and "test CIDEr (beam 3)" in table
+    assert "test accuracy" in table and "yes/no" in table
+    assert (out / "pretrain" / "model.1" / "model.safetensors").is_file()
+    assert (out / "caption" / "model.1.test.beam3.results.json").is_file()
+
+
+def test_a_second_run_reuses_every_stage(tiny_job, capsys):
+    out, _, first_seconds = tiny_job
+    start = time.perf_counter()
+    assert main(["quickstart", "--tiny", "--out", str(out)]) == 0
+    again = time.perf_counter() - start
+    printed = capsys.readouterr().out
+    assert "(kept)" in printed and "resuming from" in printed
+    assert again < first_seconds  # no stage retrained
+
+
+def test_the_report_has_pictures_captions_and_curves(tiny_job):
+    out, _, _ = tiny_job
+    page = (out / "report" / "index.html").read_text()
+    for heading in ("Stages", "Caption metrics", "VQA accuracy", "Questions", "Training curves",
+                    "Test images"):
+        assert heading in page
+    pictures = list((out / "report" / "img").glob("*.png"))
+    assert any(p.name == "curves.png" for p in pictures) and len(pictures) >= 3
+    for p in pictures:
+        assert f"img/{p.name}" in page and p.stat().st_size > 1000
+    assert "references:" in page and "cross-entropy:" in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_the_report_renders_in_headless_chromium(tiny_job, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    out, _, _ = tiny_job
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={shot}", "--window-size=1200,1600",
+                    (out / "report" / "index.html").as_uri()], check=True, timeout=120,
+                   capture_output=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 5  # not a blank page
+
+
+def test_caption_any_image_with_the_bundle(tiny_job, tmp_path):
+    """A real photograph (matplotlib's sample portrait) and a ToyWorld image."""
+    import json
+
+    import matplotlib.cbook
+
+    out, _, _ = tiny_job
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    toy = next((out / "toyworld" / "images").glob("toy_*.jpg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    run = subprocess.run([sys.executable, "-m", "vlp", "caption", str(photo), str(toy), str(broken), "--bundle",
+                          str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1  # one of three failed
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["image"] for r in lines] == [str(photo), str(toy)]
+    for r in lines:
+        assert isinstance(r["caption"], str) and len(r["regions"]) >= 4
+        assert all(len(reg["box"]) == 4 and reg["label"] for reg in r["regions"])
+    assert "broken.jpg" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_ask_about_an_image_with_the_bundle(tiny_job):
+    import json
+
+    out, _, _ = tiny_job
+    toy = next((out / "toyworld" / "images").glob("toy_*.jpg"))
+    run = subprocess.run([sys.executable, "-m", "vlp", "ask", str(toy), "how many shapes are there",
+                          "--bundle", str(out), "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    vocab = json.loads((out / "vqa" / "model.1" / "answer_vocab.json").read_text())["answers"]
+    assert result["answer"] in vocab and len(result["candidates"]) >= 1
+    assert result["regions"] and result["question"] == "how many shapes are there"
