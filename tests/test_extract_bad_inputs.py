@@ -1,6 +1,5 @@
 """Unusable images are skipped with a reason; convertible ones are converted."""
 
-import argparse
 import json
 import struct
 import zlib

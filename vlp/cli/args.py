@@ -47,3 +47,19 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
+
+
+def run_script(parser, run, argv=None) -> int:
+    """A VLP-style entry point (`python -m vlp.run_img2txt_dist` and the like): parse
+    `argv`, call `run(args)`; an expected error prints one line and returns 2."""
+    import sys
+
+    from vlp.errors import VLPError
+
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except VLPError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -74,27 +74,38 @@ def results_image_id(entry: dict, dataset: str):
     return _image_id(entry)
 
 
-def read_images(paths, split: str, dataset: str = "coco",
-                valid: set[str] | None = None) -> list[ImageEntry]:
-    """The images of one split (each once), in file order."""
-    out, seen = [], set()
+def karpathy_images(paths, what: str, needs: str = "split/filename"):
+    """(path, index, entry, store key) of every image in Karpathy-style JSON files; a
+    malformed entry is an error naming the file, the index and `needs`."""
     for path in paths:
-        data = read_json(path, "caption annotation")
+        data = read_json(path, what)
         images = data.get("images") if isinstance(data, dict) else None
         if not isinstance(images, list):
             raise VLPError(f"{path}: expected Karpathy-style JSON with an 'images' list")
         for n, entry in enumerate(images):
             try:
-                if entry["split"] != split:
-                    continue
-                key = image_key(entry["filename"])
-                if key in seen or (valid is not None and key not in valid):
-                    continue
-                seen.add(key)
-                out.append(ImageEntry(key, results_image_id(entry, dataset)))
+                yield path, n, entry, image_key(entry["filename"])
             except (KeyError, TypeError, AttributeError) as err:
-                raise VLPError(f"{path}: images[{n}] lacks split/filename "
+                raise VLPError(f"{path}: images[{n}] lacks {needs} "
                                f"({type(err).__name__}: {err})") from None
+
+
+def _entry_error(path, n, needs: str, err: Exception) -> VLPError:
+    return VLPError(f"{path}: images[{n}] lacks {needs} ({type(err).__name__}: {err})")
+
+
+def read_images(paths, split: str, dataset: str = "coco",
+                valid: set[str] | None = None) -> list[ImageEntry]:
+    """The images of one split (each once), in file order."""
+    out, seen = [], set()
+    for path, n, entry, key in karpathy_images(paths, "caption annotation"):
+        try:
+            if entry["split"] != split or key in seen or (valid is not None and key not in valid):
+                continue
+        except (KeyError, TypeError) as err:
+            raise _entry_error(path, n, "split/filename", err) from None
+        seen.add(key)
+        out.append(ImageEntry(key, results_image_id(entry, dataset)))
     if not out:
         raise VLPError(f"no images in split {split!r} of {', '.join(map(str, paths))}")
     return out
@@ -105,23 +116,15 @@ def read_captions(paths, splits=TRAIN_SPLITS, valid: set[str] | None = None) -> 
     `valid` (stems) keeps only those images."""
     wanted = set(splits)
     captions: list[Caption] = []
-    for path in paths:
-        data = read_json(path, "caption annotation")
-        images = data.get("images") if isinstance(data, dict) else None
-        if not isinstance(images, list):
-            raise VLPError(f"{path}: expected Karpathy-style JSON with an 'images' list")
-        for n, entry in enumerate(images):
-            try:
-                if entry["split"] not in wanted:
-                    continue
-                key = image_key(entry["filename"])
-                if valid is not None and key not in valid:
-                    continue
-                image_id = _image_id(entry)
-                captions += [Caption(key, image_id, s["raw"].strip()) for s in entry["sentences"]]
-            except (KeyError, TypeError, AttributeError) as err:
-                raise VLPError(f"{path}: images[{n}] lacks split/filename/sentences[].raw "
-                               f"({type(err).__name__}: {err})") from None
+    needs = "split/filename/sentences[].raw"
+    for path, n, entry, key in karpathy_images(paths, "caption annotation", needs):
+        try:
+            if entry["split"] not in wanted or (valid is not None and key not in valid):
+                continue
+            image_id = _image_id(entry)
+            captions += [Caption(key, image_id, s["raw"].strip()) for s in entry["sentences"]]
+        except (KeyError, TypeError, AttributeError) as err:
+            raise _entry_error(path, n, needs, err) from None
     if not captions:
         raise VLPError(f"no captions in splits {sorted(wanted)} of {', '.join(map(str, paths))}")
     return captions
@@ -130,15 +133,5 @@ def read_captions(paths, splits=TRAIN_SPLITS, valid: set[str] | None = None) -> 
 def image_key_map(paths) -> dict[str, str]:
     """{image id as text: region store key} from Karpathy-style JSON (cocoid, and imgid
     where there is no cocoid), for annotations that name images by id (VQA v2)."""
-    keys: dict[str, str] = {}
-    for path in paths:
-        data = read_json(path, "image map")
-        images = data.get("images") if isinstance(data, dict) else None
-        if not isinstance(images, list):
-            raise VLPError(f"{path}: expected Karpathy-style JSON with an 'images' list")
-        for n, entry in enumerate(images):
-            try:
-                keys[str(_image_id(entry))] = image_key(entry["filename"])
-            except (KeyError, TypeError) as err:
-                raise VLPError(f"{path}: images[{n}] lacks filename ({err})") from None
-    return keys
+    return {str(_image_id(entry)): key
+            for _, _, entry, key in karpathy_images(paths, "image map", "filename")}

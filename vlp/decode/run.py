@@ -20,14 +20,9 @@ from vlp.errors import VLPError
 
 def main(argv: list[str] | None = None, prog: str = "vlp decode") -> int:
     from vlp.cli.decode import build_parser
+    from vlp.cli.args import run_script
 
-    args = build_parser(prog).parse_args(argv)
-    try:
-        decode(args)
-    except VLPError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(build_parser(prog), decode, argv)
 
 
 def checkpoints(pattern: str) -> list[Path]:

@@ -20,14 +20,9 @@ LEADERBOARD_SPLITS = {"test-dev": "test-dev2015", "test-std": "test2015",
 
 def main(argv: list[str] | None = None, prog: str = "vlp eval-vqa") -> int:
     from vlp.cli.eval_vqa import build_parser
+    from vlp.cli.args import run_script
 
-    args = build_parser(prog).parse_args(argv)
-    try:
-        evaluate(args)
-    except VLPError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(build_parser(prog), evaluate, argv)
 
 
 def evaluate(args) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -24,13 +23,9 @@ from vlp.train.tasks import MaskedLMTask
 
 def main(argv: list[str] | None = None, prog: str = "vlp train") -> int:
     """Parse VLP's flags and train; expected errors print one line and return 2."""
-    args = build_parser(prog).parse_args(argv)
-    try:
-        train(check(args))
-    except VLPError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    from vlp.cli.args import run_script
+
+    return run_script(build_parser(prog), lambda args: train(check(args)), argv)
 
 
 def train(args) -> dict:
