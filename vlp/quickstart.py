@@ -63,6 +63,9 @@ def features_stage(ctx: Context) -> str:
 
 # Regions per image in the ToyWorld store (the extraction keeps at most 12).
 TOY_REGIONS = 12
+# bfloat16 autocast: about 1.5x faster steps on CPUs with AVX-512 BF16, and what a GPU
+# run would use; one DataLoader worker, since 2 cores also run the model.
+SPEED = ["--bf16", "--num_workers", "1"]
 
 
 def pretrain_stage(ctx: Context) -> str:
@@ -83,7 +86,7 @@ def pretrain_stage(ctx: Context) -> str:
             "--new_segment_ids", "--always_truncate_tail", "--s2s_prob", "0.75",
             "--bi_prob", "0.25", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", "20",
             "--learning_rate", "2e-4", "--warmup_proportion", "0.1",
-            "--train_batch_size", batch, "--num_train_epochs", epochs, "--num_workers", "1",
+            "--train_batch_size", batch, "--num_train_epochs", epochs, *SPEED,
             "--log_steps", "5" if not ctx.tiny else "1"]
     args = check(build_parser().parse_args(argv))
     result = train(args)
@@ -109,14 +112,14 @@ def caption_stage(ctx: Context) -> str:
 
     out = ctx.out / "caption"
     src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
-    epochs, batch = ("1", "16") if ctx.tiny else ("2", "64")
+    epochs, batch = ("1", "16") if ctx.tiny else ("1", "64")
     features = ctx.results["features"]["store"]
     argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
             "--do_lower_case", "--do_train", "--src_file", str(src), "--split", "train", "restval",
             "--features", features, "--new_segment_ids", "--always_truncate_tail",
             "--s2s_prob", "1", "--bi_prob", "0", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--train_batch_size", batch, "--num_train_epochs", epochs, "--num_workers", "1",
+            "--train_batch_size", batch, "--num_train_epochs", epochs, *SPEED,
             "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"
@@ -156,7 +159,7 @@ def scst_stage(ctx: Context) -> str:
             "--new_segment_ids", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", length,
             "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "1e-5",
             "--warmup_proportion", "0", "--train_batch_size", batch,
-            "--num_train_epochs", epochs, "--num_workers", "1",
+            "--num_train_epochs", epochs, *SPEED,
             "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"
@@ -196,7 +199,7 @@ def vqa_stage(ctx: Context) -> str:
             "--image_map", image_map, "--features", features, "--new_segment_ids",
             "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--train_batch_size", batch, "--num_train_epochs", epochs, "--num_workers", "1",
+            "--train_batch_size", batch, "--num_train_epochs", epochs, *SPEED,
             "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"

@@ -170,5 +170,6 @@ def score(results_path: Path, args) -> dict | None:
         warnings.simplefilter("always")
         metrics = evaluate(str(results_path), {"annotations": annotations}, java=not args.no_java)
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+        if issubclass(w.category, UserWarning):  # not the interpreter's ResourceWarnings
+            print(f"warning: {w.message}", file=sys.stderr)
     return metrics
