@@ -269,3 +269,12 @@ def test_a_vlp_readme_command_with_paths_changed_runs(tmp_path):
     assert "float16 mixed precision needs CUDA" in run.stderr
     config = json.loads((tmp_path / "coco_ce" / "model.1" / "config.json").read_text())
     assert config["region_classes"] == 5 and config["type_vocab_size"] == 6
+
+
+def test_the_vlp_train_subcommand_runs_the_same_trainer(inputs, tmp_path):
+    from vlp.cli import main as vlp_main
+
+    out = tmp_path / "cli"
+    assert vlp_main(["train", *train_argv(inputs, out, "--num_train_epochs", "1")]) == 0
+    assert json.loads((out / "opt.json").read_text())["num_train_epochs"] == 1
+    assert (out / "model.1" / "model.safetensors").is_file()

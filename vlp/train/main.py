@@ -60,7 +60,8 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         torch.use_deterministic_algorithms(True)
     if info.is_main:
         checkpoint.clean_partial(output_dir)
-        (output_dir / "opt.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+        flags = {k: v for k, v in vars(args).items() if not callable(v)}
+        (output_dir / "opt.json").write_text(json.dumps(flags, indent=2, sort_keys=True) + "\n")
 
     resume = checkpoint.newest(output_dir)
     position, training = checkpoint.Position(), None
