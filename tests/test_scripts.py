@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from vlp.cli.args import ArgumentParser
+from vlp.cli import validate_vqa_submission
 from vlp.cli.decode import build_parser as decode_parser
+from vlp.cli.eval_vqa import build_parser as eval_vqa_parser
 from vlp.train.args import build_parser as train_parser, check
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 RECIPES = sorted(p.name for p in SCRIPTS.glob("*.sh") if p.name != "launch.sh")
 GPUS = {"pretrain_cc.sh": 8, "finetune_coco.sh": 8, "scst_coco.sh": 4,
-        "finetune_flickr30k.sh": 8, "decode_coco.sh": 1}
+        "finetune_flickr30k.sh": 8, "decode_coco.sh": 1, "finetune_vqa2.sh": 2,
+        "eval_vqa2.sh": 1}
 
 
 def dry_run(script: str, **env) -> list[list[str]]:
@@ -29,6 +33,12 @@ def dry_run(script: str, **env) -> list[list[str]]:
 def parse(cmd: list[str]):
     if cmd[:2] == ["vlp", "decode"]:
         return "decode", decode_parser().parse_args(cmd[2:])
+    if cmd[:2] == ["vlp", "eval-vqa"]:
+        return "eval-vqa", eval_vqa_parser().parse_args(cmd[2:])
+    if cmd[:2] == ["vlp", "validate-vqa-submission"]:
+        parser = ArgumentParser(prog="vlp")
+        validate_vqa_submission.register(parser.add_subparsers(dest="command"))
+        return "validate", parser.parse_args(cmd[1:])
     if cmd[:2] == ["vlp", "train"]:
         return "train", check(train_parser().parse_args(cmd[2:]))
     assert cmd[0] == "torchrun", cmd
@@ -74,3 +84,24 @@ def test_paper_hyperparameters():
     assert scst.scst and scst.learning_rate == 1e-6 and scst.train_batch_size == 16
     (_, dec), = [parse(c) for c in dry_run("decode_coco.sh", SPLIT="val")]
     assert dec.beam_size == 1 and dec.split == "val"
+    (_, vqa), _ = [parse(c) for c in dry_run("finetune_vqa2.sh")]
+    assert (vqa.learning_rate, vqa.num_train_epochs, vqa.tasks) == (2e-5, 20, "vqa2")
+    assert vqa.train_batch_size * 2 == 512 and vqa.gradient_accumulation_steps == 4
+    assert (vqa.s2s_prob, vqa.bi_prob, vqa.mask_prob, vqa.max_pred) == (0, 1, 0, 1)
+    (_, both), _ = [parse(c) for c in dry_run("finetune_vqa2.sh", TRAINVAL="1")]
+    assert [Path(p).name for p in both.src_file] == ["imdb_train2014.npy", "imdb_val2014.npy"]
+
+
+@pytest.mark.parametrize("split,subtype", [("test-dev", "test-dev2015"),
+                                           ("test-std", "test2015")])
+def test_vqa_leaderboard_files_are_written_then_checked(split, subtype):
+    (kind, ev), (check_kind, val) = [parse(c) for c in dry_run("eval_vqa2.sh", SPLIT=split,
+                                                               CKPT="/ckpt/vqa/model.20")]
+    assert (kind, ev.split, Path(ev.src_file).name) == ("eval-vqa", split, f"imdb_{subtype}.npy")
+    assert check_kind == "validate" and val.questions == ev.src_file
+    assert val.results == f"/ckpt/vqa/vqa_OpenEnded_mscoco_{subtype}_vlp_results.json"
+
+
+def test_vqa_eval_refuses_an_unknown_split():
+    with pytest.raises(subprocess.CalledProcessError):
+        dry_run("eval_vqa2.sh", SPLIT="test2016")

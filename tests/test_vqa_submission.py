@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from vlp.cli import validate_vqa_submission
@@ -42,6 +43,20 @@ def test_write_then_validate(tmp_path, questions, capsys):
     assert _cli([out, questions]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("OK") and "all 12 questions" in printed
+
+
+def test_imdb_questions_as_vlp_evaluated_test2015(tmp_path, capsys):
+    """VLP answered test2015 from Pythia's imdb .npy; the same file names the questions."""
+    imdb = tmp_path / "imdb_test-dev2015.npy"
+    entries = [{"image_name": f"COCO_test2015_{q:012d}", "question_id": q,
+                "question_str": "What?"} for q in IDS]
+    np.save(imdb, np.array([{"dataset_name": "vqa"}, *entries], dtype=object))
+    out = tmp_path / submission_name("test-dev2015", "vlp")
+    assert write_submission({q: "two" for q in IDS}, imdb, out) == len(IDS)
+    assert _cli([out, imdb]) == 0
+    out.write_text(json.dumps(_rows()[:-1]))
+    assert check_submission(out, imdb) == (
+        [f"questions of {imdb} without an answer, 1 ids: [1011]"], len(IDS) - 1)
 
 
 def test_write_refuses_gaps_extras_and_empty(tmp_path, questions):

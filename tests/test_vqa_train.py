@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from train_fixtures import make_inputs, vqa_argv, vqa_files
+from vlp.data.captions import image_key_map
+from vlp.data.vqa import read_vqa
 from vlp.errors import VLPError
 from vlp.eval.vqa_predict import main as eval_main
 from vlp.train.args import build_parser, check
@@ -52,6 +55,31 @@ def test_test_dev_writes_a_checked_leaderboard_file(trained, tmp_path):
     out = tmp_path / "vqa_OpenEnded_mscoco_test-dev2015_vlp_results.json"
     rows = json.loads(out.read_text())
     assert len(rows) == 96 and {r["answer"] for r in rows} <= {"red", "no", "yes"}
+
+
+def test_imdb_split_with_answers_is_scored_like_its_json(trained, tmp_path):
+    """VLP evaluated val2014 from Pythia's imdb: its answers are scored without a
+    separate annotations file, question for question as the official JSON."""
+    inputs, files, root = trained
+    ckpt = root / "run" / "model.40"
+    keys = image_key_map([str(inputs["src"])])
+    entries = [{"image_name": keys[str(e.image_id)], "image_id": e.image_id,
+                "question_id": e.question_id, "question_str": e.question,
+                "answers": list(e.answers)}
+               for e in read_vqa(files["questions"], files["annotations"])]
+    imdb = tmp_path / "imdb_val2014.npy"
+    np.save(imdb, np.array([{"dataset_name": "vqa"}, *entries], dtype=object))
+    as_json = eval_argv(inputs, files, ckpt, "--split", "val", "--output_dir",
+                        str(tmp_path / "json"), "--vqa_annotations", str(files["annotations"]))
+    assert eval_main(as_json) == 0
+    as_imdb = ["--model_recover_path", str(ckpt), "--src_file", str(imdb), "--split", "val",
+               "--features", str(inputs["features"]), "--len_vis_input", "8", "--no_progress",
+               "--num_workers", "0", "--output_dir", str(tmp_path / "imdb")]
+    assert eval_main(as_imdb) == 0
+    by_json, by_imdb = (json.loads((tmp_path / d / "model.40.val.vqa_metrics.json").read_text())
+                        for d in ("json", "imdb"))
+    assert by_imdb["perQuestion"] == by_json["perQuestion"]
+    assert by_imdb["overall"] == by_json["overall"] and by_imdb["perAnswerType"] == {}
 
 
 def test_masking_only_when_asked_and_head_size_checked(trained, tmp_path, capsys):

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("results", metavar="RESULTS", help="results JSON to upload")
     p.add_argument("questions", metavar="QUESTIONS",
-                   help="questions JSON of the split (e.g. test-dev2015 or test2015)")
+                   help="questions JSON of the split (e.g. test-dev2015 or test2015), or its imdb .npy")
 
 
 def run(args) -> int:

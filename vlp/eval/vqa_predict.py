@@ -132,7 +132,7 @@ def write_outputs(args, checkpoint: Path, predictions: dict[int, str], examples)
         print(f"{checkpoint}: {len(rows)} answers -> {results}")
     summary = {"checkpoint": str(checkpoint), "results": str(results), "scores": None}
     annotated = [e for e in examples if e.answers is not None]
-    if args.vqa_annotations and annotated:
+    if annotated:  # annotations JSON, or the answers inside an imdb .npy
         scores = score(predictions, annotated)
         metrics = out_dir / f"{checkpoint.name}.{args.split}.vqa_metrics.json"
         write_metrics(scores, metrics)

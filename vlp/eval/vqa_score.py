@@ -89,8 +89,10 @@ def score(predictions: Mapping[int, str], examples: Sequence[VQAExample],
     for e in examples:
         acc = question_accuracy(predictions[e.question_id], e)
         overall.append(acc)
-        by_answer_type.setdefault(e.answer_type, []).append(acc)
-        by_question_type.setdefault(e.question_type, []).append(acc)
+        if e.answer_type is not None:  # imdb files carry no types
+            by_answer_type.setdefault(e.answer_type, []).append(acc)
+        if e.question_type is not None:
+            by_question_type.setdefault(e.question_type, []).append(acc)
         per_question[e.question_id] = round(100 * acc, digits)
     return VQAScores(
         overall=_percent(overall, digits),

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from vlp.data.vqa import id_list, read_questions
+from vlp.data.vqa import id_list, read_imdb, read_questions
 from vlp.errors import VLPError
 
 
@@ -24,6 +24,8 @@ def submission_name(subtype: str, method: str, task: str = "OpenEnded",
 
 def _question_ids(questions: str | Path | Iterable[int]) -> list[int]:
     if isinstance(questions, (str, Path)):
+        if Path(questions).suffix == ".npy":  # Pythia's imdb, as VLP evaluated test2015
+            return [e.question_id for e in read_imdb(questions)]
         return [q["question_id"] for q in read_questions(questions)]
     return list(questions)
 
