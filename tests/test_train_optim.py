@@ -30,6 +30,25 @@ def test_weight_decay_flag_reaches_every_weight_but_biases_and_layernorm():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_head_learning_rate_covers_the_answer_classifier_only_and_follows_the_schedule():
+    model = UnifiedVLP(tiny_model().config.replace(vqa_answers=3))
+    opt = optim.adamw(model, lr=1e-4, weight_decay=0.05, head="vqa_head.", head_lr=1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_lr = {}
+    for g in opt.param_groups:
+        by_lr.setdefault(g["lr"], []).extend(names[id(p)] for p in g["params"])
+    assert sorted(by_lr[1e-3]) == sorted(n for n in names.values() if n.startswith("vqa_head."))
+    assert len(by_lr[1e-4]) + len(by_lr[1e-3]) == len(names)
+    assert {g["weight_decay"] for g in opt.param_groups if g["lr"] == 1e-3} == {0.0, 0.05}
+    sched = optim.scheduler(opt, total_steps=10, warmup=0.5, mode="warmup_linear")
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert sorted(sched.get_last_lr()) == pytest.approx([6e-5, 6e-5, 6e-4, 6e-4])
+    # without a head rate the groups are VLP's two, whatever the head is called
+    assert len(optim.adamw(model, 1e-4, 0.05, head="vqa_head.").param_groups) == 2
+
+
 def vlp_warmup_linear(x, warmup=0.002):
     # pytorch_pretrained_bert.optimization.warmup_linear as VLP called it.
     if x < warmup:

@@ -146,7 +146,7 @@ def decode_test(ctx: Context, checkpoint: Path) -> dict:
 
 def scst_stage(ctx: Context) -> str:
     """Self-critical training from the caption checkpoint (CIDEr-D reward, greedy
-    baseline, VLP's recipe with a larger learning rate for a short run)."""
+    baseline, VLP's recipe with a larger learning rate for a short run: 50 steps)."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
@@ -157,7 +157,7 @@ def scst_stage(ctx: Context) -> str:
             "--do_lower_case", "--do_train", "--scst", "--src_file", str(src),
             "--split", "train", "restval", "--features", ctx.results["features"]["store"],
             "--new_segment_ids", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", length,
-            "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "1e-5",
+            "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "2e-5",
             "--warmup_proportion", "0", "--train_batch_size", batch,
             "--num_train_epochs", epochs, *SPEED,
             "--log_steps", "5" if not ctx.tiny else "1"]
@@ -181,8 +181,9 @@ def unigram_baseline(args, ctx: Context) -> float:
 
 
 def vqa_stage(ctx: Context) -> str:
-    """VQA finetuning from the pretrained checkpoint (bidirectional, soft targets), then
-    the official accuracy on ToyWorld's test split."""
+    """VQA finetuning from the pretrained checkpoint (bidirectional, soft targets; the new
+    answer classifier at ten times the encoder's learning rate), then the official accuracy
+    on ToyWorld's test split."""
     from vlp.eval.vqa_predict import main as eval_main
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
@@ -191,9 +192,9 @@ def vqa_stage(ctx: Context) -> str:
     ann = ctx.out / "toyworld" / "annotations"
     features = ctx.results["features"]["store"]
     image_map = str(ann / "dataset_toy.json")
-    epochs, batch = ("1", "16") if ctx.tiny else ("3", "64")
+    epochs, batch = ("1", "16") if ctx.tiny else ("3", "32")
     argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
-            "--do_lower_case", "--do_train", "--tasks", "vqa2",
+            "--do_lower_case", "--do_train", "--tasks", "vqa2", "--head_learning_rate", "1e-3",
             "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"),
             "--vqa_annotations", str(ann / "vqa" / "v2_toy_train_annotations.json"),
             "--image_map", image_map, "--features", features, "--new_segment_ids",

@@ -95,6 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="answer vocabulary (JSON, or one answer a line); default: the "
                    "--num_answers most frequent training answers")
     v.add_argument("--num_answers", type=int_at_least(1), default=3129)
+    v.add_argument("--head_learning_rate", type=float, default=None,
+                   help="peak learning rate of the (new, random) answer classifier; default "
+                   "--learning_rate as VLP. A larger one fits the head before its random "
+                   "gradients wear away what the pretrained encoder knows")
 
     s = p.add_argument_group("self-critical sequence training")
     s.add_argument("--scst", action="store_true",
@@ -133,6 +137,9 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError("--do_train is required (training is what this command does)")
     if args.bf16 and (args.fp16 or args.amp):
         raise VLPError("--bf16 conflicts with --fp16/--amp: choose one precision")
+    if args.head_learning_rate is not None and args.tasks != "vqa2":
+        raise VLPError("--head_learning_rate sets the VQA answer classifier's rate; it needs "
+                       "--tasks vqa2")
     if abs(args.s2s_prob + args.bi_prob - 1.0) > 1e-6:
         raise VLPError(f"--s2s_prob {args.s2s_prob} + --bi_prob {args.bi_prob} must be 1")
     if args.max_len_a:

@@ -126,7 +126,8 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
 
         wrapped = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
     precision = amp.choose(args.bf16, args.fp16 or args.amp, device)
-    optimizer = optim.adamw(task, args.learning_rate, args.weight_decay)
+    optimizer = optim.adamw(task, args.learning_rate, args.weight_decay,
+                            head="vqa_head.", head_lr=args.head_learning_rate)
     settings = LoopSettings(
         epochs=args.num_train_epochs, total_steps=total, max_steps=args.max_steps,
         accumulation=args.gradient_accumulation_steps, micro_batch=micro,

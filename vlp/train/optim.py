@@ -11,19 +11,26 @@ from torch.optim.lr_scheduler import LambdaLR
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                 head: str | None = None, head_lr: float | None = None) -> list[dict]:
+    """Decay / no-decay groups at `lr`; parameters whose name contains `head` form their
+    own pair of groups at `head_lr` when one is given."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if any(n in name for n in NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+            in_head = head_lr is not None and head is not None and head in name
+            groups.setdefault((in_head, any(n in name for n in NO_DECAY)), []).append(p)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+             "lr": head_lr if in_head else lr}
+            for (in_head, no_decay), params in sorted(groups.items())]
 
 
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    # eps 1e-6 as BertAdam; bias correction on (BertAdam had none).
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999),
-                             eps=1e-6)
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | None = None,
+          head_lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW (eps 1e-6 as BertAdam; with the bias correction BertAdam lacked); `head`
+    names the parameters trained at `head_lr` (see param_groups)."""
+    return torch.optim.AdamW(param_groups(model, weight_decay, lr, head, head_lr), lr=lr,
+                             betas=(0.9, 0.999), eps=1e-6)
 
 
 def lr_factor(step: int, total: int, warmup: float, mode: str = "warmup_linear") -> float:
