@@ -192,7 +192,7 @@ def vqa_stage(ctx: Context) -> str:
     ann = ctx.out / "toyworld" / "annotations"
     features = ctx.results["features"]["store"]
     image_map = str(ann / "dataset_toy.json")
-    epochs, batch = ("1", "16") if ctx.tiny else ("3", "32")
+    epochs, batch = ("1", "16") if ctx.tiny else ("5", "32")
     argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
             "--do_lower_case", "--do_train", "--tasks", "vqa2", "--head_learning_rate", "1e-3",
             "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"),
