@@ -199,6 +199,7 @@ def test_missing_valid_jpgs_file_is_an_error_and_never_created(inputs, tmp_path,
     (["--s2s_prob", "0.5", "--bi_prob", "0.4"], "must be 1"),
     (["--train_batch_size", "6", "--gradient_accumulation_steps", "4"], "not a multiple"),
     (["--len_vis_input", "80"], "positions"),
+    (["--head_learning_rate", "1e-3"], "--head_learning_rate sets the VQA answer classifier"),
 ])
 def test_conflicting_flags_are_named(inputs, tmp_path, capsys, extra, message):
     code, err = run_cli(train_argv(inputs, tmp_path / "run", *extra), capsys)
