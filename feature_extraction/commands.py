@@ -14,6 +14,7 @@ from vlp.errors import VLPError
 def extract_images(*, detector, out, images=None, image_list=None, boxes=None,
                    key: str = "stem", format=None, min_boxes: int = 10,
                    max_boxes: int = 100, conf: float = 0.2, nms: float = 0.3,
+                   agnostic_nms: float | None = None,
                    shard_spec: str | None = None, batch_size: int = 4,
                    workers: int | None = None,
                    device: str = "cpu", amp: bool = False, num_classes=None,
@@ -46,7 +47,7 @@ def extract_images(*, detector, out, images=None, image_list=None, boxes=None,
     except (RuntimeError, AssertionError) as err:
         raise VLPError(f"--device {device}: {err}") from None
     settings = ExtractSettings(conf=conf, nms_iou=nms, min_boxes=min_boxes,
-                               max_boxes=max_boxes)
+                               max_boxes=max_boxes, agnostic_nms=agnostic_nms)
     return extract_regions(items, RegionExtractor(model, settings, amp=amp), out,
                            format=format, batch_size=batch_size, workers=workers,
                            given_boxes=bool(boxes), max_pixels=max_pixels, progress=progress)

@@ -7,6 +7,11 @@ among the classes where it survived; proposals with confidence >= conf are kept,
 least `min_boxes` and at most `max_boxes`, best first. Each kept region carries the
 pooled RoI feature of its proposal (the box head output), the softmax over all classes
 (background included), its box for its best class and that class's score.
+
+Optionally (`agnostic_nms`, off by default as in bottom-up attention) the confident
+proposals then go through one more NMS across classes on their best-class boxes, so one
+object seen as two classes (a proposal scored "red circle", another "red square") keeps
+only its better region; the suppressed ones rank with the fillers.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ class Selection:
 
 
 def select_regions(class_boxes: torch.Tensor, probs: torch.Tensor, *, conf: float,
-                   nms_iou: float, min_boxes: int, max_boxes: int) -> Selection:
+                   nms_iou: float, min_boxes: int, max_boxes: int,
+                   agnostic_nms: float | None = None) -> Selection:
     """Pick regions from R proposals: class_boxes [R, C, 4], probs [R, C] (column 0 is
-    the background)."""
-    from torchvision.ops import batched_nms
+    the background). `agnostic_nms`: IoU of the cross-class NMS among confident
+    proposals (None: none)."""
+    from torchvision.ops import batched_nms, nms
 
     r_count = probs.shape[0]
     fg = probs[:, 1:]
@@ -61,6 +68,13 @@ def select_regions(class_boxes: torch.Tensor, probs: torch.Tensor, *, conf: floa
     best_score, best_col = best_score.clone(), best_col.clone()
     best_score[rows[last]] = pair_scores[last]
     best_col[rows[last]] = cols[last]
+    if agnostic_nms is not None:
+        confident_rows = torch.nonzero(survived & (best_score >= conf), as_tuple=True)[0]
+        boxes = class_boxes[confident_rows, best_col[confident_rows] + 1].float()
+        kept = nms(boxes, best_score[confident_rows].float(), agnostic_nms)
+        suppressed = torch.ones_like(confident_rows, dtype=torch.bool)
+        suppressed[kept] = False
+        survived[confident_rows[suppressed]] = False
 
     # Survivors first by confidence, then the rest (fillers) by their best class score.
     ranked = torch.argsort(best_score, descending=True, stable=True)
@@ -77,6 +91,7 @@ class ExtractSettings:
     nms_iou: float = 0.3
     min_boxes: int = 10
     max_boxes: int = 100
+    agnostic_nms: float | None = None
 
 
 class RegionExtractor:
@@ -139,7 +154,8 @@ class RegionExtractor:
         boxes = box_ops.clip_boxes_to_image(boxes, resized)
         s = self.settings
         pick = select_regions(boxes, probs, conf=s.conf, nms_iou=s.nms_iou,
-                              min_boxes=s.min_boxes, max_boxes=s.max_boxes)
+                              min_boxes=s.min_boxes, max_boxes=s.max_boxes,
+                              agnostic_nms=s.agnostic_nms)
         chosen = boxes[pick.index, pick.label]
         chosen = _scale(chosen, resized, size)
         return _record(chosen, feats[pick.index], probs[pick.index], pick.score, size)

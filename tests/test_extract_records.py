@@ -49,6 +49,26 @@ def test_min_and_max_boxes_bound_the_count(model):
     assert [r.num_regions for r in all_confident] == [7, 7]
 
 
+def test_agnostic_nms_leaves_no_confident_regions_overlapping_beyond_its_iou(model):
+    from torchvision.ops import box_iou
+
+    images = [image(i) for i in range(8, 12)]
+    loose = dict(conf=0.05, nms_iou=0.5, min_boxes=1, max_boxes=50)
+    per_class = RegionExtractor(model, ExtractSettings(**loose))(images)
+    agnostic = RegionExtractor(model, ExtractSettings(**loose, agnostic_nms=0.3))(images)
+
+    def worst_overlap(rec):
+        iou = box_iou(torch.from_numpy(rec.boxes), torch.from_numpy(rec.boxes))
+        return float((iou - torch.eye(len(iou))).max())
+
+    assert max(worst_overlap(r) for r in per_class) > 0.3  # the detector does repeat itself
+    for before, after in zip(per_class, agnostic):
+        assert worst_overlap(after) <= 0.3 + 1e-6
+        assert after.num_regions <= before.num_regions
+        # The best region is never the one suppressed.
+        np.testing.assert_allclose(after.boxes[0], before.boxes[0], atol=1e-4)
+
+
 def test_a_batch_equals_its_images_one_by_one(model):
     extractor = RegionExtractor(model, ExtractSettings(min_boxes=2, max_boxes=6))
     together = extractor([image(5), image(6)])

@@ -17,9 +17,9 @@ def boxes(rows):
     return torch.tensor(out)
 
 
-def pick(class_boxes, probs, conf=0.2, nms=0.3, lo=1, hi=10):
+def pick(class_boxes, probs, conf=0.2, nms=0.3, lo=1, hi=10, agnostic=None):
     s = select_regions(class_boxes, torch.tensor(probs), conf=conf, nms_iou=nms,
-                       min_boxes=lo, max_boxes=hi)
+                       min_boxes=lo, max_boxes=hi, agnostic_nms=agnostic)
     return s.index.tolist(), s.label.tolist(), [round(v, 4) for v in s.score.tolist()]
 
 
@@ -72,3 +72,23 @@ def test_background_never_counts():
     far = boxes([(A, 3), (FAR, 3)])
     index, label, score = pick(far, [[0.9, 0.06, 0.04], [0.97, 0.01, 0.02]], lo=2)
     assert index == [0, 1] and label == [1, 2] and score == [0.06, 0.02]
+
+
+def test_agnostic_nms_keeps_one_region_per_object_seen_as_two_classes():
+    # One object, two proposals of different best classes: per-class NMS keeps both ...
+    rows = boxes([(A, 3), (A_SHIFTED, 3), (FAR, 3)])
+    probs = [[0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.1, 0.1, 0.8]]
+    assert pick(rows, probs) == ([0, 2, 1], [1, 2, 2], [0.8, 0.8, 0.7])
+    # ... the cross-class NMS drops the weaker one; a distant region of the same class stays.
+    assert pick(rows, probs, agnostic=0.5) == ([0, 2], [1, 2], [0.8, 0.8])
+    # Boxes overlapping less than its IoU are two objects.
+    assert pick(rows, probs, agnostic=0.9) == ([0, 2, 1], [1, 2, 2], [0.8, 0.8, 0.7])
+
+
+def test_agnostic_nms_suppressed_regions_only_fill_up_to_min_boxes():
+    rows = boxes([(A, 3), (A_SHIFTED, 3), (FAR, 3)])
+    probs = [[0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.85, 0.1, 0.05]]
+    assert pick(rows, probs, agnostic=0.5, lo=1) == ([0], [1], [0.8])
+    # Proposal 1 (0.7) repeats proposal 0's object: it fills in after proposal 2, an
+    # unconfident region of its own place, as per-class NMS orders what it suppressed.
+    assert pick(rows, probs, agnostic=0.5, lo=3) == ([0, 2, 1], [1, 1, 2], [0.8, 0.1, 0.7])

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--conf", type=probability, default=0.2,
                    help="keep regions whose best class scores at least this")
     p.add_argument("--nms", type=probability, default=0.3, help="per-class NMS IoU")
+    p.add_argument("--agnostic-nms", type=probability, metavar="IOU",
+                   help="then NMS across classes at this IoU, so an object detected as two "
+                        "classes keeps one region (default: none, as bottom-up attention)")
     p.add_argument("--boxes", metavar="COCO_JSON",
                    help="features for the boxes of this COCO file instead of detecting; "
                         "the images are those it lists, under --images")
@@ -74,6 +77,7 @@ def run(args) -> int:
         detector=args.detector, out=args.out, images=args.images,
         image_list=args.image_list, boxes=args.boxes, key=args.key, format=args.format,
         min_boxes=args.min_boxes, max_boxes=args.max_boxes, conf=args.conf, nms=args.nms,
+        agnostic_nms=args.agnostic_nms,
         shard_spec=args.shard, batch_size=args.batch_size, workers=args.workers,
         device=args.device, amp=args.amp, num_classes=args.num_classes,
         class_names_file=args.class_names, min_size=args.min_size, max_size=args.max_size,
