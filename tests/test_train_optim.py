@@ -49,6 +49,26 @@ def test_head_learning_rate_covers_the_answer_classifier_only_and_follows_the_sc
     assert len(optim.adamw(model, 1e-4, 0.05, head="vqa_head.").param_groups) == 2
 
 
+def test_the_fused_update_is_the_per_tensor_update():
+    torch.manual_seed(0)
+    fused_model, loop_model = tiny_model(), tiny_model()
+    loop_model.load_state_dict(fused_model.state_dict())
+    start = fused_model.embeddings.word_embeddings.weight.detach().clone()
+    fused = optim.adamw(fused_model, lr=1e-2, weight_decay=0.01)
+    assert fused.defaults["fused"]  # this torch has the CPU kernel
+    loop = torch.optim.AdamW(optim.param_groups(loop_model, 0.01, 1e-2), lr=1e-2,
+                             betas=(0.9, 0.999), eps=1e-6, foreach=False)
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in fused_model.parameters()]
+        for model, opt in ((fused_model, fused), (loop_model, loop)):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            opt.step()
+    for (name, a), b in zip(fused_model.named_parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert (fused_model.embeddings.word_embeddings.weight - start).abs().mean() > 1e-3  # moved
+
+
 def vlp_warmup_linear(x, warmup=0.002):
     # pytorch_pretrained_bert.optimization.warmup_linear as VLP called it.
     if x < warmup:

@@ -28,9 +28,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | None = None,
           head_lr: float | None = None) -> torch.optim.AdamW:
     """AdamW (eps 1e-6 as BertAdam; with the bias correction BertAdam lacked); `head`
-    names the parameters trained at `head_lr` (see param_groups)."""
-    return torch.optim.AdamW(param_groups(model, weight_decay, lr, head, head_lr), lr=lr,
-                             betas=(0.9, 0.999), eps=1e-6)
+    names the parameters trained at `head_lr` (see param_groups).
+
+    The fused kernel where this torch has one for the parameters' device (CPU since torch
+    2.4, CUDA): the same update as the per-tensor loop, several times faster on the CPU."""
+    groups = param_groups(model, weight_decay, lr, head, head_lr)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
+    except RuntimeError:  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
 
 
 def lr_factor(step: int, total: int, warmup: float, mode: str = "warmup_linear") -> float:

@@ -87,9 +87,10 @@ class VQATask(nn.Module):
         return {"loss": loss}
 
     def logits(self, text_ids, text_lengths, region_features, region_locations, num_regions):
-        bidirectional = torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
+        # VQA reads the whole question and every region: all bidirectional, no seq2seq.
+        s2s = torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
         hidden = self.model(text_ids, text_lengths, region_features, region_locations,
-                            num_regions, bidirectional)
+                            num_regions, s2s)
         return self.model.vqa_logits(hidden, region_features.shape[1])
 
     @staticmethod
