@@ -20,11 +20,7 @@ from feature_extraction.images import from_directory
 from feature_extraction.regions import ExtractSettings, RegionExtractor
 from feature_extraction.train import TrainOptions, train_detector
 
-# ToyWorld shapes never overlap, and an image holds 1 to 4 of them: one region per
-# object (no fillers, and the NMS across classes drops a shape's second-guess class),
-# so a count question counts regions.
-TOY_SETTINGS = ExtractSettings(conf=0.2, nms_iou=0.3, min_boxes=1, max_boxes=12,
-                               agnostic_nms=0.5)
+TOY_SETTINGS = ExtractSettings(conf=0.2, nms_iou=0.3, min_boxes=4, max_boxes=12)
 # (steps, batch size): full mode is sized for ~5 minutes on 2 CPU cores.
 FULL_SCHEDULE = (150, 16)
 TINY_SCHEDULE = (6, 4)
