@@ -1,9 +1,10 @@
 """The optimizer step the trainer takes (`vlp.train.optim.adamw`, the fused kernel) next
 to torch's per-tensor AdamW loop, on the same parameters and gradients, in one run.
 
-The model is UnifiedVLP at MiniLM's sizes with VLP's 1601 region classes and a 3129-answer
-head; its 12 M word-embedding parameters get a dense gradient every step. Rounds alternate to share the
-machine's noise. Target: the trainer's step >= 2x faster than the loop on the CPU.
+The model is UnifiedVLP at MiniLM's sizes with VLP's 1601 region classes and a
+3129-answer head; its 12 M word-embedding parameters get a dense gradient every step.
+Rounds alternate to share the machine's noise. Target: the trainer's step >= 2x faster
+than the loop on the CPU.
 
     python bench/optimizer.py [--steps 20 --rounds 3 --device cpu]
 """
