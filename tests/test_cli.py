@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,3 +88,5 @@ def test_killed_run_leaves_nothing_and_the_rerun_completes(tmp_path):
     assert small.returncode == 0, small.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # the dead run's temp is gone
     assert "images      8 (" in small.stdout
+    instances = json.loads((out / "annotations" / "instances_train.json").read_text())
+    assert f"objects in {len(instances['categories'])} categories" in small.stdout

@@ -2,7 +2,7 @@
 
 import pytest
 
-from feature_extraction.toyworld import extract_toyworld, train_toyworld_detector
+from feature_extraction.toyworld import TOY_SETTINGS, extract_toyworld, train_toyworld_detector
 from vlp.data.features import open_store
 from vlp.data.toyworld import ToyWorldConfig, generate
 
@@ -26,8 +26,8 @@ def test_tiny_detector_then_every_image_extracted(world, tmp_path):
                               tiny=True)
     stems = sorted(p.stem for p in (world / "images").iterdir())
     assert len(stems) == 18 and result["images"] == 18
-    assert (result["feature_dim"], result["num_classes"]) == (256, 19)
-    assert 4 <= result["mean_boxes"] <= 12
+    assert (result["feature_dim"], result["num_classes"]) == (256, 37)
+    assert TOY_SETTINGS.min_boxes <= result["mean_boxes"] <= TOY_SETTINGS.max_boxes
     with open_store(result["store"]) as store:
         assert sorted(store) == stems
         record = store[stems[0]]

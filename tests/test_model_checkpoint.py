@@ -44,6 +44,21 @@ def test_save_then_load_gives_the_same_model_without_any_settings(tmp_path):
         assert torch.equal(model.vqa_logits(hidden, 3), loaded.vqa_logits(hidden, 3))
 
 
+def test_set_dropout_changes_every_rate_and_is_saved(tmp_path):
+    torch.manual_seed(0)
+    model = UnifiedVLP(config(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5))
+    with torch.no_grad():
+        eval_out = model.eval()(**batch())
+        assert not torch.equal(model.train()(**batch()), eval_out)
+        model.set_dropout(0.0)  # no dropout left anywhere: training mode is deterministic
+        assert torch.equal(model.train()(**batch()), eval_out)
+    model.set_dropout(0.2)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = UnifiedVLP.from_pretrained(tmp_path / "ckpt")
+    assert (loaded.config.hidden_dropout_prob, loaded.config.attention_probs_dropout_prob) == (0.2, 0.2)
+    assert {m.p for m in loaded.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("touch pwned",))

@@ -60,7 +60,8 @@ def test_instances_load_in_pycocotools_and_cover_the_caption_images(world):
         coco = COCO(str(world / "annotations" / f"instances_{split}.json"))
         cats = coco.loadCats(coco.getCatIds())
         assert sorted(c["name"] for c in cats) == sorted(
-            f"{c} {s}" for s in ("circle", "square", "triangle") for c in COLOR_WORDS)
+            f"{z} {c} {s}" for s in ("circle", "square", "triangle") for c in COLOR_WORDS
+            for z in ("small", "large"))
         ids[split] = set(coco.getImgIds())
         for ann in coco.loadAnns(coco.getAnnIds()):
             x, y, w, h = ann["bbox"]
@@ -86,7 +87,7 @@ def test_pixels_inside_each_mask_have_the_category_colour(world):
         pixels = np.asarray(Image.open(world / "images" / img["file_name"]).convert("RGB"))
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
             mask = coco.annToMask(ann).astype(bool)
-            color = coco.loadCats(ann["category_id"])[0]["name"].split()[0]
+            color = coco.loadCats(ann["category_id"])[0]["name"].split()[1]
             median = np.median(pixels[mask], axis=0)
             assert np.abs(median - RGB[color]).max() < 30, (img["file_name"], color, median)
 

@@ -206,10 +206,14 @@ def test_conflicting_flags_are_named(inputs, tmp_path, capsys, extra, message):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_unknown_flag_is_one_line(inputs, tmp_path):
-    run = subprocess.run(TRAIN + train_argv(inputs, tmp_path / "r", "--l2r_prob", "0.2"),
+@pytest.mark.parametrize("extra, message", [
+    (["--l2r_prob", "0.2"], "unrecognized arguments: --l2r_prob"),
+    (["--drop_prob", "1.5"], "--drop_prob: must be between 0 and 1"),
+])
+def test_unknown_flag_or_bad_value_is_one_line(inputs, tmp_path, extra, message):
+    run = subprocess.run(TRAIN + train_argv(inputs, tmp_path / "r", *extra),
                          capture_output=True, text=True)
-    assert run.returncode == 2 and "unrecognized arguments: --l2r_prob" in run.stderr
+    assert run.returncode == 2 and message in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 
 
@@ -236,13 +240,15 @@ def test_model_recover_path_starts_from_weights_not_from_the_run(inputs, tmp_pat
     assert main(train_argv(inputs, first, "--num_train_epochs", "1")) == 0
     fine = tmp_path / "finetune"
     argv = train_argv(inputs, fine, "--num_train_epochs", "1", "--model_recover_path",
-                      str(first / "model.1"), "--s2s_prob", "1", "--bi_prob", "0")
+                      str(first / "model.1"), "--s2s_prob", "1", "--bi_prob", "0",
+                      "--drop_prob", "0.25")
     assert main(argv) == 0
     state = json.loads((fine / "model.1" / "trainer_state.json").read_text())
     assert state["step"] == 4 and state["epoch"] == 2  # its own schedule: 32 captions / 8
     from vlp.model import UnifiedVLP
 
-    assert UnifiedVLP.from_pretrained(fine / "model.1").config.s2s_prob == 1.0
+    config = UnifiedVLP.from_pretrained(fine / "model.1").config
+    assert config.s2s_prob == 1.0 and config.hidden_dropout_prob == 0.25
     assert max_diff(weights(first, "model.1"), weights(fine, "model.1")) > 0
 
 

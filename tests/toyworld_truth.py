@@ -33,7 +33,7 @@ def load_json(path: Path):
 
 
 def drawn_objects(root: Path) -> dict[int, list[Drawn]]:
-    """image id -> objects, from the COCO instances files (category 'color shape')."""
+    """image id -> objects, from the COCO instances files (category 'size color shape')."""
     out: dict[int, list[Drawn]] = {}
     for split in ("train", "val"):
         inst = load_json(root / "annotations" / f"instances_{split}.json")
@@ -41,9 +41,10 @@ def drawn_objects(root: Path) -> dict[int, list[Drawn]]:
         for im in inst["images"]:
             out.setdefault(im["id"], [])
         for a in inst["annotations"]:
-            color, shape = names[a["category_id"]].split()
+            size, color, shape = names[a["category_id"]].split()
+            assert size == a["size"], (a["id"], size, a["size"])
             x, y, w, h = a["bbox"]
-            out[a["image_id"]].append(Drawn(shape, color, a["size"], x + w / 2, y + h / 2))
+            out[a["image_id"]].append(Drawn(shape, color, size, x + w / 2, y + h / 2))
     return out
 
 

@@ -146,8 +146,8 @@ def decode_test(ctx: Context, checkpoint: Path) -> dict:
 
 def scst_stage(ctx: Context) -> str:
     """Self-critical training from the caption checkpoint (CIDEr-D reward, greedy
-    baseline, VLP's recipe with a larger learning rate for a short run: 50 steps at 1e-5;
-    at 2e-5 the greedy captions can collapse to 'a red triangle .')."""
+    baseline, VLP's recipe for a short run: 50 steps at 5e-6; at 1e-5 and above the
+    greedy captions of some caption checkpoints collapse, e.g. to 'a red triangle .')."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
@@ -158,7 +158,7 @@ def scst_stage(ctx: Context) -> str:
             "--do_lower_case", "--do_train", "--scst", "--src_file", str(src),
             "--split", "train", "restval", "--features", ctx.results["features"]["store"],
             "--new_segment_ids", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", length,
-            "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "1e-5",
+            "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "5e-6",
             "--warmup_proportion", "0", "--train_batch_size", batch,
             "--num_train_epochs", epochs, *SPEED,
             "--log_steps", "5" if not ctx.tiny else "1"]
@@ -183,8 +183,9 @@ def unigram_baseline(args, ctx: Context) -> float:
 
 def vqa_stage(ctx: Context) -> str:
     """VQA finetuning from the pretrained checkpoint (bidirectional, soft targets; the new
-    answer classifier at ten times the encoder's learning rate), then the official accuracy
-    on ToyWorld's test split."""
+    answer classifier at ten times the encoder's learning rate; no dropout, with which the
+    loss leaves its answer-prior plateau about an epoch sooner), then the official
+    accuracy on ToyWorld's test split."""
     from vlp.eval.vqa_predict import main as eval_main
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
@@ -201,8 +202,8 @@ def vqa_stage(ctx: Context) -> str:
             "--image_map", image_map, "--features", features, "--new_segment_ids",
             "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--train_batch_size", batch, "--num_train_epochs", epochs, *SPEED,
-            "--log_steps", "5" if not ctx.tiny else "1"]
+            "--drop_prob", "0", "--train_batch_size", batch, "--num_train_epochs", epochs,
+            *SPEED, "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"
     metrics_file = out / f"{checkpoint.name}.test.vqa_metrics.json"

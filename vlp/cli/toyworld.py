@@ -38,6 +38,8 @@ def run(args) -> int:
 
 def describe(out, manifest: dict) -> str:
     """A few lines saying what is in a ToyWorld directory."""
+    from vlp.data.toyworld.formats import CATEGORIES
+
     splits = ", ".join(f"{n} {s}" for s, n in manifest["images"].items())
     kinds = ", ".join(f"{n} {k}" for k, n in manifest["questions"].items())
     how = "already there, kept" if manifest.get("reused") else f"made in {manifest['seconds']} s"
@@ -45,7 +47,7 @@ def describe(out, manifest: dict) -> str:
         f"ToyWorld at {out} ({how})",
         f"  images      {sum(manifest['images'].values())} ({splits}), "
         f"{manifest['captions']} captions -> annotations/dataset_toy.json",
-        f"  detection   {manifest['objects']} objects in 18 categories "
+        f"  detection   {manifest['objects']} objects in {len(CATEGORIES)} categories "
         f"-> annotations/instances_{{train,val}}.json",
         f"  pretraining {manifest['pretrain_images']} alt-text images "
         f"-> annotations/dataset_cc_toy.json",

@@ -43,6 +43,16 @@ class UnifiedVLP(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
+    def set_dropout(self, p: float) -> None:
+        """Every dropout rate (hidden, attention, region) to `p`, config included: VLP's
+        --drop_prob, which set hidden_dropout_prob and attention_probs_dropout_prob."""
+        self.config = self.config.replace(hidden_dropout_prob=p, attention_probs_dropout_prob=p)
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif hasattr(module, "dropout_p"):
+                module.dropout_p = p
+
     # -- inputs ------------------------------------------------------------------------
     def _check_regions(self, features: torch.Tensor, locations: torch.Tensor) -> None:
         c = self.config

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--weight_decay", type=float, default=0.01,
                    help="AdamW weight decay (not on biases and LayerNorm)")
     g.add_argument("--label_smoothing", type=float, default=0.0)
+    g.add_argument("--drop_prob", type=probability, default=None,
+                   help="hidden and attention dropout of the model being trained (default: "
+                   "its config's; VLP's default 0.1 is BERT's)")
     g.add_argument("--num_train_epochs", type=int_at_least(1), default=30)
     g.add_argument("--train_batch_size", type=int_at_least(1), default=64,
                    help="examples per optimizer step per process (the global batch is "

@@ -116,6 +116,8 @@ def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
     else:
         model = UnifiedVLP.from_pretrained_bert(args.bert_model, **new_parts, **objective)
     model.config = model.config.replace(**objective)
+    if args.drop_prob is not None:
+        model.set_dropout(args.drop_prob)
     check_fit(model.config, dims, args, source)
     return model
 

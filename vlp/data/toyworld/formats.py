@@ -6,15 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vlp.data.toyworld.language import tokenize
-from vlp.data.toyworld.scene import COLORS, SHAPES, Shape
+from vlp.data.toyworld.scene import COLORS, SHAPES, SIZES, Shape
 from vlp.data.toyworld.vqa import Question, consensus
 
 # Karpathy split -> VQA split (as COCO's train2014 holds Karpathy's train images).
 VQA_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 # Karpathy split -> COCO instances file (the detector trains on train+restval).
 DETECTION_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "val"}
-CATEGORIES = [{"id": 1 + i, "name": f"{c} {s}", "supercategory": s}
-              for i, (s, c) in enumerate((s, c) for s in SHAPES for c in COLORS)]
+# One category per size, colour and shape ("small red circle"): the detector's class
+# probabilities then carry every attribute the captions and questions name, as a visual
+# genome detector's do; where shapes lie is left to the boxes.
+CATEGORIES = [{"id": 1 + i, "name": f"{z} {c} {s}", "supercategory": s}
+              for i, (s, z, c) in enumerate((s, z, c) for s in SHAPES for z in SIZES
+                                            for c in COLORS)]
 CATEGORY_ID = {c["name"]: c["id"] for c in CATEGORIES}
 LICENSES = [{"id": 1, "name": "CC0 1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}]
 
@@ -50,7 +54,7 @@ def karpathy(records: list[ImageRecord], dataset: str, filepath: str = "images")
 
 
 def coco_instances(records: list[ImageRecord], image_size: int, seed: int) -> dict:
-    """instances_*.json: one category per colour+shape, polygon segmentations, xywh boxes."""
+    """instances_*.json: one category per size+colour+shape, polygon segmentations, xywh boxes."""
     images, annotations = [], []
     for r in records:
         images.append({"id": r.image_id, "file_name": r.file_name, "width": image_size,

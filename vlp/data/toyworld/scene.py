@@ -47,7 +47,7 @@ class Shape:
 
     @property
     def category(self) -> str:
-        return f"{self.color} {self.shape}"
+        return f"{self.size} {self.color} {self.shape}"
 
     def polygon(self) -> list[tuple[float, float]]:
         """Outline as (x, y) vertices; the COCO segmentation and the drawing agree."""
