@@ -15,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from toyworld_truth import (
     COLOR_WORDS, NUMBER_WORDS, PLURAL_WORDS, SHAPE_WORDS, SIZE_WORDS, drawn_objects,
-    load_json, matching, solve,
+    load_json, matching, scene_objects, solve,
 )
 from vlp.data.toyworld import ToyWorldConfig, generate
 from vlp.errors import VLPError
@@ -167,10 +167,16 @@ def test_cc_pool_is_a_separate_karpathy_file_of_truthful_alt_text(world):
     assert len(cc) == 30 and {im["split"] for im in cc} <= {"train", "val"}
     assert {im["filename"] for im in cc}.isdisjoint(im["filename"] for im in toy)
     assert {im["cocoid"] for im in cc}.isdisjoint(im["cocoid"] for im in toy)
+    objects = scene_objects(world)
     for im in cc:
         assert len(im["sentences"]) == 1 and (world / im["filepath"] / im["filename"]).is_file()
         colors = {o["color"] for o in scenes[im["filename"]]["objects"]}
         assert set(im["sentences"][0]["tokens"]) & set(COLOR_WORDS) <= colors
+        caption_claims(im["sentences"][0]["tokens"], objects[im["filename"]])
+    # Like web alt-text, some say where one shape is from another, or how many there are.
+    texts = [" ".join(im["sentences"][0]["tokens"]) for im in cc]
+    assert any(re.search(r"\b(left of|right of|above|over|below|under)\b", t) for t in texts)
+    assert any(re.search(r"\b(two|three|four) \w+", t) for t in texts)
 
 
 # --- VQA v2 ---------------------------------------------------------------------------

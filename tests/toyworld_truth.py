@@ -48,6 +48,14 @@ def drawn_objects(root: Path) -> dict[int, list[Drawn]]:
     return out
 
 
+def scene_objects(root: Path) -> dict[str, list[Drawn]]:
+    """file name -> objects, from scenes_toy.json (both pools; boxes are x1, y1, x2, y2)."""
+    return {s["file_name"]: [Drawn(o["shape"], o["color"], o["size"],
+                                   (o["box"][0] + o["box"][2]) / 2, (o["box"][1] + o["box"][3]) / 2)
+                             for o in s["objects"]]
+            for s in load_json(root / "annotations" / "scenes_toy.json")}
+
+
 def matching(objects: list[Drawn], words: list[str]) -> list[Drawn]:
     """Objects fitting a description such as ['large', 'red', 'object']."""
     found = objects

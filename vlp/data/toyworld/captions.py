@@ -99,17 +99,17 @@ _ALT_SUFFIXES = ("isolated on a light background", "for your design", "simple sh
                  "flat style", "background texture", "minimal art")
 
 
-def alt_text(shapes: list[Shape], rng: np.random.Generator) -> str:
-    """One noisy, web-like caption: some shapes, dropped words, boilerplate around them."""
-    keep = rng.permutation(len(shapes))[: int(rng.integers(1, len(shapes) + 1))]
-    named = []
-    for i in sorted(keep):
-        s = shapes[i]
-        words = phrase(s, rng).split()
-        if rng.random() < 0.3:  # alt-text often drops an attribute
-            words = words[1:]
-        named.append(" ".join(words))
-    body = _join(named) if rng.random() < 0.5 else " ".join(named)
+def alt_text(shapes: list[Shape], rng: np.random.Generator, image_size: int) -> str:
+    """One noisy, web-like caption: some shapes, dropped words, boilerplate around them.
+    As on the web, some say how two shapes lie or how many there are of a kind."""
+    kind = rng.random()
+    relating = _relating(shapes, rng, image_size) if kind < 0.25 else None
+    if relating is not None:
+        body = relating
+    elif kind < 0.4:
+        body = _grouping(shapes, rng, image_size)
+    else:
+        body = _naming(shapes, rng)
     style = int(rng.integers(4))
     if style == 0:
         return f"{pick(rng, _ALT_PREFIXES)}: {body}"
@@ -118,3 +118,15 @@ def alt_text(shapes: list[Shape], rng: np.random.Generator) -> str:
     if style == 2:
         return f"{pick(rng, _ALT_PREFIXES)} of {body}, {pick(rng, _ALT_SUFFIXES)}"
     return body.title()
+
+
+def _naming(shapes: list[Shape], rng: np.random.Generator) -> str:
+    keep = rng.permutation(len(shapes))[: int(rng.integers(1, len(shapes) + 1))]
+    named = []
+    for i in sorted(keep):
+        s = shapes[i]
+        words = phrase(s, rng).split()
+        if rng.random() < 0.3:  # alt-text often drops an attribute
+            words = words[1:]
+        named.append(" ".join(words))
+    return _join(named) if rng.random() < 0.5 else " ".join(named)

@@ -73,7 +73,7 @@ def _records(cfg: ToyWorldConfig, images_dir: Path, pool: str, count: int,
             r.questions = [(q, human_answers(q, rng, cfg.answer_noise))
                            for q in ask(shapes, rng, cfg.size)]
         else:
-            r.captions = [alt_text(shapes, rng)]
+            r.captions = [alt_text(shapes, rng, cfg.size)]
         records.append(r)
     return records
 
