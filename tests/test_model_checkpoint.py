@@ -55,8 +55,8 @@ def test_set_dropout_changes_every_rate_and_is_saved(tmp_path):
     model.set_dropout(0.2)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = UnifiedVLP.from_pretrained(tmp_path / "ckpt")
-    config = loaded.config
-    assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (0.2, 0.2)
+    saved = loaded.config
+    assert (saved.hidden_dropout_prob, saved.attention_probs_dropout_prob) == (0.2, 0.2)
     assert {m.p for m in loaded.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
 
 
