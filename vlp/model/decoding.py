@@ -44,11 +44,10 @@ class CachedSteps:
         positions = torch.where(index <= n, index, n + 1).masked_fill(~self.prefix_valid, 0)
         img_type, self.text_type = self.c.segment_ids["s2s"]
         e = model.embeddings
-        head = torch.full((b, 1), self.c.cls_token_id, dtype=torch.long, device=device)
-        sep = torch.full((b, 1), self.c.sep_token_id, dtype=torch.long, device=device)
+        ends = torch.tensor([self.c.cls_token_id, self.c.sep_token_id], device=device).expand(b, 2)
+        words = e.words(ends, positions[:, [0, -1]])
         regions = model.region(region_features, region_locations.to(region_features.dtype))
-        slots = torch.cat([e.words(head, positions[:, :1]), regions.to(e.word_embeddings.weight.dtype),
-                           e.words(sep, positions[:, -1:])], dim=1)
+        slots = torch.cat([words[:, :1], regions.to(words.dtype), words[:, 1:]], dim=1)
         x = e(slots, torch.full_like(positions, img_type))
         mask = self.prefix_valid[:, None, None, :].expand(b, 1, r + 2, r + 2)
         self.cache = model.new_cache()

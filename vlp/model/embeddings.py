@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from vlp.errors import VLPError
+from vlp.model.dropout import Dropout
 from vlp.model.config import VLPConfig
 
 
@@ -21,7 +22,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def words(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.word_embeddings(ids) + self.position_embeddings(positions)
@@ -40,9 +41,9 @@ class RegionEmbedding(nn.Module):
         h, d, dh = config.hidden_size, config.region_feature_dim, config.region_hidden_size
         p = config.hidden_dropout_prob
         self.feature = nn.Sequential(nn.Linear(d, dh), nn.ReLU(), nn.Linear(dh, h), nn.ReLU(),
-                                     nn.Dropout(p))
+                                     Dropout(p))
         self.location = nn.Sequential(nn.Linear(config.region_loc_dim, h), nn.ReLU(),
-                                      nn.Dropout(p))
+                                      Dropout(p))
 
     def forward(self, features: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         return self.feature(features) + self.location(locations)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.model.config import VLPConfig
+from vlp.model.dropout import Dropout, dropout
 
 
 class KVCache:
@@ -37,6 +38,15 @@ class KVCache:
                        for kv in self.layers]
 
 
+def attention_with_dropout(q, k, v, mask, p: float) -> torch.Tensor:
+    """scaled_dot_product_attention's computation with `dropout` on the probabilities.
+    With dropout on the CPU, SDPA takes this same unfused path anyway, drawing its mask
+    with torch's slower dropout. A finite fill keeps a row with no visible key finite."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return dropout(scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype), p) @ v
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: VLPConfig):
         super().__init__()
@@ -59,9 +69,11 @@ class SelfAttention(nn.Module):
         past = cache.get(layer) if cache is not None else None
         keys = k if past is None else torch.cat([past[0], k], dim=2)
         values = v if past is None else torch.cat([past[1], v], dim=2)
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask,
-            dropout_p=self.dropout_p if self.training else 0.0)
+        p = self.dropout_p if self.training else 0.0
+        if p > 0.0 and x.device.type == "cpu":
+            out = attention_with_dropout(q, keys, values, mask, p)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
         if cache is not None:
             cache.append(layer, k[:, :, :keep], v[:, :, :keep])
         b, _, length, _ = out.shape
@@ -75,7 +87,7 @@ class AddNorm(nn.Module):
         super().__init__()
         self.dense = nn.Linear(width_in, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)

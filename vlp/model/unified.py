@@ -73,12 +73,13 @@ class UnifiedVLP(nn.Module):
         check_lengths(num_regions, text_lengths, r, text_ids.shape[1], self.config)
         layout = build_layout(num_regions, text_lengths, r, text_ids.shape[1], s2s, self.config)
         c, pos = self.config, layout.position_ids
-        head = torch.full((b, 1), c.cls_token_id, dtype=torch.long, device=text_ids.device)
-        sep = torch.full((b, 1), c.sep_token_id, dtype=torch.long, device=text_ids.device)
-        words = self.embeddings.words
+        ends = torch.tensor([c.cls_token_id, c.sep_token_id], device=text_ids.device).expand(b, 2)
+        # One lookup for [CLS], [SEP] and the text: each lookup's gradient is a dense
+        # vocabulary-sized table, so a second one would cost as much as a layer here.
+        ids = torch.cat([ends, text_ids], 1)
+        words = self.embeddings.words(ids, torch.cat([pos[:, :1], pos[:, r + 1:]], 1))
         regions = self.region(region_features, region_locations.to(region_features.dtype))
-        tail = words(torch.cat([sep, text_ids], 1), pos[:, r + 1:])
-        slots = torch.cat([words(head, pos[:, :1]), regions.to(tail.dtype), tail], dim=1)
+        slots = torch.cat([words[:, :1], regions.to(words.dtype), words[:, 1:]], dim=1)
         return self.embeddings(slots, layout.token_type_ids), layout
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
