@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vlp.model import VLPConfig, build_layout
-from vlp.model.dropout import LEVELS, Dropout, dropout, dropout_mask
+from vlp.model.dropout import LEVELS, Dropout, dropout, keep_mask
 from vlp.model.encoder import attention_with_dropout
 
 N = 1 << 20
@@ -13,11 +13,13 @@ N = 1 << 20
 
 def test_rate_and_scale_are_torchs_to_one_part_in_65536():
     torch.manual_seed(0)
-    mask = dropout_mask((N,), 0.1)
+    keep, scale = keep_mask((N,), 0.1)
     q = round(0.1 * LEVELS) / LEVELS
-    dropped = (mask == 0).double().mean().item()
-    assert abs(dropped - q) < 6 * (q * (1 - q) / N) ** 0.5
-    assert torch.all(mask[mask != 0] == torch.tensor(1 / (1 - q), dtype=torch.float32))
+    assert abs((~keep).double().mean().item() - q) < 6 * (q * (1 - q) / N) ** 0.5
+    assert scale == 1 / (1 - q)
+    x = torch.ones(N)
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1), torch.where(keep, torch.tensor(scale, dtype=x.dtype), 0.0))
     assert abs(q - 0.1) < 1e-5
 
 
@@ -26,7 +28,7 @@ def test_every_16_bit_slice_of_a_draw_drops_at_the_rate_and_independently(p):
     # Four elements share one 64-bit draw: a slice with a stuck bit would drop at
     # another rate, and correlated slices would drop together more or less than p^2.
     torch.manual_seed(1)
-    dropped = (dropout_mask((N // 4, 4), p) == 0).double()
+    dropped = (~keep_mask((N // 4, 4), p)[0]).double()
     sd = (p * (1 - p) * 4 / N) ** 0.5
     for slot in range(4):
         assert abs(dropped[:, slot].mean().item() - p) < 6 * sd
@@ -68,9 +70,14 @@ def test_eval_mode_zero_and_one_behave_as_torchs():
         dropout(x, 1.5)
 
 
-def test_bfloat16_input_keeps_its_dtype():
-    x = torch.randn(32, 32, dtype=torch.bfloat16)
-    assert dropout(x, 0.1).dtype == torch.bfloat16
+def test_bfloat16_products_are_rounded_once_as_torchs():
+    x = torch.randn(256, 256, dtype=torch.bfloat16)
+    torch.manual_seed(7)
+    y = dropout(x, 0.1)
+    torch.manual_seed(7)
+    keep, scale = keep_mask(x.shape, 0.1)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, torch.where(keep, (x.float() * scale).bfloat16(), 0.0))
 
 
 def test_attention_path_equals_sdpa_when_nothing_is_dropped():

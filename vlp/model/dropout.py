@@ -18,10 +18,10 @@ from torch import nn
 LEVELS = 1 << 16
 
 
-def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.float32,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """A CPU tensor of 0 with probability q = round(p * 65536) / 65536, else 1 / (1 - q),
-    so that `x * mask` is x with dropout (and its gradient the same mask)."""
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """A CPU bool mask, each element False with probability q = round(p * 65536) / 65536,
+    and the scale 1 / (1 - q) that keeps the expectation."""
     n = math.prod(shape)
     # Four int16 slices per draw; from the int64 minimum with no upper bound, random_
     # takes all 64 bits of each draw (no modulo).
@@ -29,7 +29,7 @@ def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dty
                                                                   generator=generator)
     cut = round(p * LEVELS)
     keep = words.view(torch.int16)[:n].view(shape) >= cut - LEVELS // 2
-    return torch.where(keep, LEVELS / (LEVELS - cut), 0.0).to(dtype)
+    return keep, LEVELS / (LEVELS - cut)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -38,7 +38,13 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if x.device.type != "cpu" or not 0.0 < p < 1.0:
         return F.dropout(x, p, training)
-    return x * dropout_mask(x.shape, p, x.dtype)
+    keep, scale = keep_mask(x.shape, p)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # A half-precision mask would round the scale itself (1.1094 for 1.1111): scale
+        # each product in float and round that, as torch does.
+        return torch.where(keep, x * scale, 0.0)
+    # One multiply forward and one backward: autograd keeps only the scaled mask.
+    return x * torch.where(keep, scale, 0.0).to(x.dtype)
 
 
 class Dropout(nn.Dropout):
