@@ -7,7 +7,7 @@ import json
 import pytest
 
 from train_fixtures import captions_json, make_inputs, train_argv
-from vlp.decode.run import main as decode_main
+from vlp.cli.decode import main as decode_main
 from vlp.train.main import main as train_main
 
 

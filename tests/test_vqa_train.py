@@ -11,7 +11,7 @@ from train_fixtures import make_inputs, vqa_argv, vqa_files
 from vlp.data.captions import image_key_map
 from vlp.data.vqa import read_vqa
 from vlp.errors import VLPError
-from vlp.eval.vqa_predict import main as eval_main
+from vlp.cli.eval_vqa import main as eval_main
 from vlp.train.args import build_parser, check
 from vlp.train.main import main as train_main
 

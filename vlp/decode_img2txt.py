@@ -2,7 +2,7 @@
 
 import sys
 
-from vlp.decode.run import main
+from vlp.cli.decode import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m vlp.decode_img2txt"))

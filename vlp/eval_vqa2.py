@@ -2,7 +2,7 @@
 
 import sys
 
-from vlp.eval.vqa_predict import main
+from vlp.cli.eval_vqa import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m vlp.eval_vqa2"))

@@ -131,7 +131,7 @@ def caption_stage(ctx: Context) -> str:
 
 def decode_test(ctx: Context, checkpoint: Path) -> dict:
     """Beam-3 captions of ToyWorld's test split and their coco-caption metrics."""
-    from vlp.decode.run import main as decode_main
+    from vlp.cli.decode import main as decode_main
 
     src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
     metrics_file = checkpoint.parent / f"{checkpoint.name}.test.beam3.metrics.json"
@@ -187,7 +187,7 @@ def vqa_stage(ctx: Context) -> str:
     answer classifier at ten times the encoder's learning rate; no dropout, with which the
     loss leaves its answer-prior plateau about an epoch sooner), then the official
     accuracy on ToyWorld's test split."""
-    from vlp.eval.vqa_predict import main as eval_main
+    from vlp.cli.eval_vqa import main as eval_main
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 

@@ -74,3 +74,11 @@ def build_parser(prog: str = "vlp decode") -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                             description="Caption a split with beam search (VLP's flags).")
     return add_arguments(parser)
+
+
+def main(argv: list[str] | None = None, prog: str = "vlp decode") -> int:
+    """The command with these flags, callable from Python and VLP's script names."""
+    from vlp.cli.args import run_script
+    from vlp.decode.run import decode
+
+    return run_script(build_parser(prog), decode, argv)

@@ -65,3 +65,11 @@ def build_parser(prog: str = "vlp eval-vqa") -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                             description="Answer VQA questions with a checkpoint (VLP's flags).")
     return add_arguments(parser)
+
+
+def main(argv: list[str] | None = None, prog: str = "vlp eval-vqa") -> int:
+    """The command with these flags, callable from Python and VLP's script names."""
+    from vlp.cli.args import run_script
+    from vlp.eval.vqa_predict import evaluate
+
+    return run_script(build_parser(prog), evaluate, argv)

@@ -18,13 +18,6 @@ from vlp.decode import CaptionGenerator, SearchSettings
 from vlp.errors import VLPError
 
 
-def main(argv: list[str] | None = None, prog: str = "vlp decode") -> int:
-    from vlp.cli.decode import build_parser
-    from vlp.cli.args import run_script
-
-    return run_script(build_parser(prog), decode, argv)
-
-
 def checkpoints(pattern: str) -> list[Path]:
     found = sorted(Path(p) for p in glob.glob(pattern.strip()))
     if not found:

@@ -18,13 +18,6 @@ LEADERBOARD_SPLITS = {"test-dev": "test-dev2015", "test-std": "test2015",
                       "test-dev2015": "test-dev2015", "test2015": "test2015"}
 
 
-def main(argv: list[str] | None = None, prog: str = "vlp eval-vqa") -> int:
-    from vlp.cli.eval_vqa import build_parser
-    from vlp.cli.args import run_script
-
-    return run_script(build_parser(prog), evaluate, argv)
-
-
 def evaluate(args) -> list[dict]:
     from vlp.data.sources import keep_present, open_features
 
