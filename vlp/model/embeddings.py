@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from vlp.errors import VLPError
-from vlp.model.dropout import Dropout
 from vlp.model.config import VLPConfig
+from vlp.model.dropout import Dropout
 
 
 class Embeddings(nn.Module):
