@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from vlp.model import VLPConfig, build_layout
-from vlp.model.dropout import LEVELS, Dropout, dropout, keep_mask
-from vlp.model.encoder import attention_with_dropout
+from vlp.model.dropout import LEVELS, Dropout, dropout, dropout_add, keep_mask, keep_weights
+from vlp.model.encoder import attention_with_dropout, scores_bias
 
 N = 1 << 20
 
@@ -89,7 +89,7 @@ def test_attention_path_equals_sdpa_when_nothing_is_dropped():
     q, k, v = (torch.randn(3, 4, 11, 8) for _ in range(3))
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     # A rate below 1/65536 drops nothing and scales by 1: the plain attention remains.
-    got = attention_with_dropout(q, k, v, mask, 1e-6)
+    got = attention_with_dropout(q, k, v, scores_bias(mask, 3, 4, 11, torch.float32), 1e-6)
     assert torch.allclose(got, expected, atol=1e-6)
 
 
@@ -98,7 +98,29 @@ def test_attention_probabilities_are_dropped_at_the_rate():
     q = k = torch.zeros(256, 4, 64, 8)  # uniform attention over 64 keys
     v = torch.ones(256, 4, 64, 8)
     mask = torch.ones(1, 1, 64, 64, dtype=torch.bool)
-    out = attention_with_dropout(q, k, v, mask, 0.25)
+    out = attention_with_dropout(q, k, v, scores_bias(mask, 256, 4, 64, torch.float32), 0.25)
     kept = out[..., 0] * (1 - round(0.25 * LEVELS) / LEVELS) * 64  # kept keys per query
     assert torch.allclose(kept, kept.round(), atol=1e-3)
     assert abs(kept.mean().item() / 64 - 0.75) < 0.005
+
+
+def test_weights_are_the_masks_draw_and_dropout_add_is_dropout_plus_residual():
+    torch.manual_seed(8)
+    keep, scale = keep_mask((512, 64), 0.1)
+    torch.manual_seed(8)
+    weights, same = keep_weights((512, 64), 0.1, torch.float32)
+    assert same == scale and torch.equal(weights, keep.float())
+    x, residual = torch.randn(512, 64), torch.randn(512, 64)
+    torch.manual_seed(9)
+    expected = dropout(x, 0.1) + residual
+    torch.manual_seed(9)
+    assert torch.allclose(dropout_add(x, residual, 0.1), expected, atol=1e-6)
+    assert torch.equal(dropout_add(x, residual, 0.1, training=False), x + residual)
+
+
+def test_a_row_with_no_visible_key_stays_finite():
+    q = k = v = torch.randn(2, 1, 3, 4)
+    mask = torch.tensor([True, True, False])[None, None, None, :].expand(2, 1, 3, 3).clone()
+    mask[1] = False
+    out = attention_with_dropout(q, k, v, scores_bias(mask, 2, 1, 3, torch.float32), 0.1)
+    assert torch.isfinite(out).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlp.errors import VLPError
@@ -24,8 +25,14 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def words(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.word_embeddings(ids) + self.position_embeddings(positions)
+    def words(self, ids: torch.Tensor, positions: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """Word + position embeddings. `sparse` gives the word table a sparse gradient: for
+        a graph that also uses the table densely (the tied MLM output layer), whose dense
+        gradient then takes the looked-up rows in place instead of the sum of two
+        vocabulary-sized tables, one of them zeros but for these rows."""
+        table = self.word_embeddings
+        return (F.embedding(ids, table.weight, table.padding_idx, sparse=sparse)
+                + self.position_embeddings(positions))
 
     def forward(self, slots: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.LayerNorm(slots + self.token_type_embeddings(token_type_ids)))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.model.config import VLPConfig
-from vlp.model.dropout import Dropout, dropout
+from vlp.model.dropout import Dropout, dropout, dropout_add, keep_weights
 
 
 class KVCache:
@@ -38,13 +38,38 @@ class KVCache:
                        for kv in self.layers]
 
 
-def attention_with_dropout(q, k, v, mask, p: float) -> torch.Tensor:
-    """scaled_dot_product_attention's computation with `dropout` on the probabilities.
-    With dropout on the CPU, SDPA takes this same unfused path anyway, drawing its mask
-    with torch's slower dropout. A finite fill keeps a row with no visible key finite."""
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return dropout(scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype), p) @ v
+def explicit_attention(training: bool, device: torch.device, p: float, cache) -> bool:
+    """Whether attention runs as `attention_with_dropout`: training with dropout on the
+    CPU, where scaled_dot_product_attention would take the same unfused path anyway,
+    drawing its mask with torch's slower dropout."""
+    return training and 0.0 < p < 1.0 and device.type == "cpu" and cache is None
+
+
+def scores_bias(mask: torch.Tensor, batch: int, heads: int, length: int,
+                dtype: torch.dtype) -> torch.Tensor:
+    """The boolean mask (broadcastable to [batch, 1, length, Lk]) as the additive bias
+    [batch * heads, length, Lk] that `attention_with_dropout` adds to the scores: 0 where
+    a query may attend, the dtype's lowest finite value elsewhere, so that a row with no
+    visible key stays finite. Built once per forward and shared by the layers."""
+    keys = mask.shape[-1]
+    bias = torch.zeros((batch, 1, length, keys), dtype=dtype, device=mask.device)
+    bias.masked_fill_(~mask, torch.finfo(dtype).min)
+    return bias.expand(batch, heads, length, keys).reshape(batch * heads, length, keys)
+
+
+def attention_with_dropout(q, k, v, bias: torch.Tensor, p: float) -> torch.Tensor:
+    """scaled_dot_product_attention's computation with `dropout` on the probabilities;
+    q, k, v [B, heads, L, head_dim], `bias` from `scores_bias`. Scaling and bias ride in
+    the score product itself (baddbmm), one pass less each way than masking the scores."""
+    b, heads, length, d = q.shape
+    flat = [t.reshape(b * heads, -1, d) for t in (q, k, v)]
+    scores = torch.baddbmm(bias.to(flat[0].dtype), flat[0], flat[1].transpose(1, 2),
+                           alpha=d ** -0.5)
+    probs = scores.softmax(dim=-1, dtype=torch.float32).to(flat[2].dtype)
+    # The 0/1 mask here, its scale 1 / (1 - p) in the product with the values.
+    weights, scale = keep_weights(probs.shape, p, probs.dtype)
+    out = torch.baddbmm(flat[2].new_empty(()), probs * weights, flat[2], beta=0.0, alpha=scale)
+    return out.view(b, heads, length, d)
 
 
 class SelfAttention(nn.Module):
@@ -70,7 +95,7 @@ class SelfAttention(nn.Module):
         keys = k if past is None else torch.cat([past[0], k], dim=2)
         values = v if past is None else torch.cat([past[1], v], dim=2)
         p = self.dropout_p if self.training else 0.0
-        if p > 0.0 and x.device.type == "cpu":
+        if explicit_attention(self.training, x.device, p, cache):
             out = attention_with_dropout(q, keys, values, mask, p)
         else:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
@@ -90,7 +115,7 @@ class AddNorm(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        return self.LayerNorm(dropout_add(self.dense(x), residual, self.dropout.p, self.training))
 
 
 class Attention(nn.Module):
@@ -135,6 +160,11 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, x, mask, cache: KVCache | None = None, keep: int | None = None):
+        attention = self.layer[0].attention.self if len(self.layer) else None
+        if attention is not None and explicit_attention(self.training, x.device,
+                                                        attention.dropout_p, cache):
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            mask = scores_bias(mask, x.shape[0], attention.num_heads, x.shape[1], dtype)
         for i, layer in enumerate(self.layer):
             x = layer(x, mask, cache, i, keep)
         return x

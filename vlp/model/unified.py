@@ -66,8 +66,9 @@ class UnifiedVLP(nn.Module):
                            f"region_classes {c.region_classes})")
 
     def embed(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-              s2s: torch.Tensor) -> tuple[torch.Tensor, Layout]:
-        """Embedded sequence [B, L, H] and its layout (see vlp.model.masks)."""
+              s2s: torch.Tensor, sparse_words: bool = False) -> tuple[torch.Tensor, Layout]:
+        """Embedded sequence [B, L, H] and its layout (see vlp.model.masks); `sparse_words`
+        as Embeddings.words, for a graph that goes on through the MLM head."""
         self._check_regions(region_features, region_locations)
         b, r = region_features.shape[:2]
         check_lengths(num_regions, text_lengths, r, text_ids.shape[1], self.config)
@@ -77,18 +78,19 @@ class UnifiedVLP(nn.Module):
         # One lookup for [CLS], [SEP] and the text: each lookup's gradient is a dense
         # vocabulary-sized table, so a second one would cost as much as a layer here.
         ids = torch.cat([ends, text_ids], 1)
-        words = self.embeddings.words(ids, torch.cat([pos[:, :1], pos[:, r + 1:]], 1))
+        words = self.embeddings.words(ids, torch.cat([pos[:, :1], pos[:, r + 1:]], 1), sparse_words)
         regions = self.region(region_features, region_locations.to(region_features.dtype))
         slots = torch.cat([words[:, :1], regions.to(words.dtype), words[:, 1:]], dim=1)
         return self.embeddings(slots, layout.token_type_ids), layout
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-                s2s: torch.Tensor | None = None) -> torch.Tensor:
-        """Last hidden states [B, R + 2 + T, H]. `s2s` [B] bool (default: all seq2seq)."""
+                s2s: torch.Tensor | None = None, sparse_words: bool = False) -> torch.Tensor:
+        """Last hidden states [B, R + 2 + T, H]. `s2s` [B] bool (default: all seq2seq);
+        `sparse_words` only when the loss goes through the MLM head (see embed)."""
         if s2s is None:
             s2s = torch.ones(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
         x, layout = self.embed(text_ids, text_lengths, region_features, region_locations,
-                               num_regions, s2s)
+                               num_regions, s2s, sparse_words)
         return self.encoder(x, layout.mask)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -131,7 +133,7 @@ class UnifiedVLP(nn.Module):
                                   generator)
         masked = mask_text(text_ids, text_lengths, self.config, generator, draws)
         hidden = self(masked.input_ids, text_lengths, region_features, region_locations,
-                      num_regions, s2s)
+                      num_regions, s2s, sparse_words=torch.is_grad_enabled())
         loss = self.masked_lm_loss(hidden, masked, region_features.shape[1], label_smoothing)
         return {"loss": loss, "mlm_loss": loss.detach()}
 
