@@ -28,8 +28,8 @@ class Embeddings(nn.Module):
     def words(self, ids: torch.Tensor, positions: torch.Tensor, sparse: bool = False) -> torch.Tensor:
         """Word + position embeddings. `sparse` gives the word table a sparse gradient: for
         a graph that also uses the table densely (the tied MLM output layer), whose dense
-        gradient then takes the looked-up rows in place instead of the sum of two
-        vocabulary-sized tables, one of them zeros but for these rows."""
+        gradient then takes the looked-up rows without a second vocabulary-sized table
+        of zeros being filled for them."""
         table = self.word_embeddings
         return (F.embedding(ids, table.weight, table.padding_idx, sparse=sparse)
                 + self.position_embeddings(positions))
