@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from vlp.model import UnifiedVLP, VLPConfig
+from vlp.model.encoder import explicit_attention
 from vlp.model.masked_lm import MaskDraws, mask_text
 
 
@@ -54,3 +55,30 @@ def test_word_table_gradient_is_dense_and_equals_the_dense_lookups():
                    batch["region_locations"], batch["num_regions"], s2s, sparse_words=False)
     model.masked_lm_loss(hidden, masked, 6).backward()
     assert torch.allclose(grad, model.embeddings.word_embeddings.weight.grad, atol=1e-7)
+
+
+def test_bfloat16_training_without_dropout_takes_the_explicit_path_and_agrees():
+    # With no dropout, bfloat16 training on the CPU runs the two batched products (SDPA's
+    # CPU backward is several times slower in bfloat16); it must compute what SDPA does.
+    cpu = torch.device("cpu")
+    assert explicit_attention(True, cpu, 0.0, None, torch.bfloat16)
+    assert not explicit_attention(True, cpu, 0.0, None, torch.float32)
+    assert not explicit_attention(False, cpu, 0.0, None, torch.bfloat16)
+    model, batch = _model(0.0)
+    s2s = torch.tensor([True, False, True, False, True])
+    direction = torch.randn(5, 6 + 2 + 9, 32)  # a loss whose gradient reaches the queries
+
+    def run(train: bool, bf16: bool):
+        model.zero_grad()
+        model.train(train)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batch, s2s=s2s)
+        (out.float() * direction).sum().backward()
+        return out.float(), model.encoder.layer[0].attention.self.query.weight.grad.clone()
+
+    sdpa_bf16, _ = run(False, True)
+    explicit_bf16, grad_bf16 = run(True, True)
+    _, grad_fp32 = run(True, False)
+    assert torch.allclose(explicit_bf16, sdpa_bf16, atol=5e-2)
+    assert (explicit_bf16 - sdpa_bf16).abs().mean() < 1e-2
+    assert torch.allclose(grad_bf16, grad_fp32, atol=0.05 * grad_fp32.abs().max())

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,42 @@ def test_ask_about_an_image_with_the_bundle(tiny_job):
     vocab = json.loads((out / "vqa" / "model.1" / "answer_vocab.json").read_text())["answers"]
     assert result["answer"] in vocab and len(result["candidates"]) >= 1
     assert result["regions"] and result["question"] == "how many shapes are there"
+
+
+PROBES = Path(__file__).parents[1] / "scripts" / "toyworld_position_probes.py"
+
+
+def _position_probes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toyworld_position_probes", PROBES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_position_probe_reads_what_is_linear_and_not_what_is_not():
+    import numpy as np
+
+    probes = _position_probes()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 20))
+    linear = x @ rng.normal(size=20)
+    pred, truth = probes.held_out(x, linear)
+    assert 1 - np.mean((pred - truth) ** 2) / np.var(truth) > 0.99
+    coin = np.sign(rng.normal(size=2000))  # nothing to read
+    pred, truth = probes.held_out(x, coin)
+    assert abs(np.mean(np.sign(pred) == truth) - 0.5) < 0.06
+
+
+def test_the_position_probes_run_on_the_main_job(tiny_job):
+    out, _, _ = tiny_job
+    run = subprocess.run([sys.executable, str(PROBES), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"checkpoint {out / 'pretrain' / 'model.1'}"
+    r2 = [float(line.rsplit(" ", 1)[1]) for line in lines if "R^2" in line]
+    assert len(r2) == 2 and all(v <= 1.0 for v in r2)
+    filled = [line for line in lines if "masked spatial word" in line]
+    assert len(filled) == 1 and 0.0 <= float(filled[0].rsplit(" ", 1)[1]) <= 1.0

@@ -38,11 +38,19 @@ class KVCache:
                        for kv in self.layers]
 
 
-def explicit_attention(training: bool, device: torch.device, p: float, cache) -> bool:
-    """Whether attention runs as `attention_with_dropout`: training with dropout on the
-    CPU, where scaled_dot_product_attention would take the same unfused path anyway,
-    drawing its mask with torch's slower dropout."""
-    return training and 0.0 < p < 1.0 and device.type == "cpu" and cache is None
+def explicit_attention(training: bool, device: torch.device, p: float, cache,
+                       dtype: torch.dtype = torch.float32) -> bool:
+    """Whether attention runs as `attention_with_dropout` when training on the CPU: with
+    dropout, where scaled_dot_product_attention would take the same unfused path anyway,
+    drawing its mask with torch's slower dropout; and in bfloat16 or float16 (autocast),
+    where its CPU backward takes several times as long as the two batched products'."""
+    return (training and device.type == "cpu" and cache is None
+            and (0.0 < p < 1.0 or dtype in (torch.bfloat16, torch.float16)))
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the matrix products run in: autocast's on the CPU, else x's."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
 
 
 def scores_bias(mask: torch.Tensor, batch: int, heads: int, length: int,
@@ -66,6 +74,8 @@ def attention_with_dropout(q, k, v, bias: torch.Tensor, p: float) -> torch.Tenso
     scores = torch.baddbmm(bias.to(flat[0].dtype), flat[0], flat[1].transpose(1, 2),
                            alpha=d ** -0.5)
     probs = scores.softmax(dim=-1, dtype=torch.float32).to(flat[2].dtype)
+    if p == 0.0:
+        return torch.bmm(probs, flat[2]).view(b, heads, length, d)
     # The 0/1 mask here, its scale 1 / (1 - p) in the product with the values.
     weights, scale = keep_weights(probs.shape, p, probs.dtype)
     out = torch.baddbmm(flat[2].new_empty(()), probs * weights, flat[2], beta=0.0, alpha=scale)
@@ -95,7 +105,7 @@ class SelfAttention(nn.Module):
         keys = k if past is None else torch.cat([past[0], k], dim=2)
         values = v if past is None else torch.cat([past[1], v], dim=2)
         p = self.dropout_p if self.training else 0.0
-        if explicit_attention(self.training, x.device, p, cache):
+        if mask.dtype != torch.bool:  # the Encoder chose the explicit path: scores_bias
             out = attention_with_dropout(q, keys, values, mask, p)
         else:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
@@ -161,9 +171,9 @@ class Encoder(nn.Module):
 
     def forward(self, x, mask, cache: KVCache | None = None, keep: int | None = None):
         attention = self.layer[0].attention.self if len(self.layer) else None
+        dtype = compute_dtype(x)
         if attention is not None and explicit_attention(self.training, x.device,
-                                                        attention.dropout_p, cache):
-            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+                                                        attention.dropout_p, cache, dtype):
             mask = scores_bias(mask, x.shape[0], attention.num_heads, x.shape[1], dtype)
         for i, layer in enumerate(self.layer):
             x = layer(x, mask, cache, i, keep)
