@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from vlp.flags import ArgumentParser, int_at_least, probability, run_script
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag on one line (no usage dump) and exits 2."""
-
-    def error(self, message: str):  # noqa: D401 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+__all__ = ["ArgumentParser", "add_command", "int_at_least", "probability", "run_script"]
 
 
 def add_command(subparsers, name: str, run, help: str, description: str | None = None):
@@ -20,46 +17,3 @@ def add_command(subparsers, name: str, run, help: str, description: str | None =
     )
     parser.set_defaults(run=run)
     return parser
-
-
-def int_at_least(minimum: int):
-    """argparse type: an integer >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "int"
-    return parse
-
-
-def probability(text: str) -> float:
-    """argparse type: a float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def run_script(parser, run, argv=None) -> int:
-    """A VLP-style entry point (`python -m vlp.run_img2txt_dist` and the like): parse
-    `argv`, call `run(args)`; an expected error prints one line and returns 2."""
-    import sys
-
-    from vlp.errors import VLPError
-
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except VLPError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0

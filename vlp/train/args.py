@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlp.cli.args import int_at_least, probability
+from vlp.flags import ArgumentParser, int_at_least, probability
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
 
@@ -180,8 +180,6 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def build_parser(prog: str = "vlp train") -> argparse.ArgumentParser:
-    from vlp.cli.args import ArgumentParser
-
     parser = ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                             description="Pretrain or finetune UnifiedVLP (VLP's flags).")
     return add_arguments(parser)

@@ -14,6 +14,7 @@ from vlp.data.region_text import collate
 from vlp.data.sampler import ResumableSampler
 from vlp.data.sources import keep_present, open_features
 from vlp.errors import VLPError
+from vlp.flags import run_script
 from vlp.train import checkpoint, distributed, optim, precision as amp, setup, vqa
 from vlp.train.args import build_parser, check
 from vlp.train.log import MetricsLog, text_logger
@@ -23,8 +24,6 @@ from vlp.train.tasks import MaskedLMTask
 
 def main(argv: list[str] | None = None, prog: str = "vlp train") -> int:
     """Parse VLP's flags and train; expected errors print one line and return 2."""
-    from vlp.cli.args import run_script
-
     return run_script(build_parser(prog), lambda args: train(check(args)), argv)
 
 
