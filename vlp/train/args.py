@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from vlp.flags import ArgumentParser, int_at_least, probability
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
+from vlp.flags import ArgumentParser, int_at_least, probability
 
 TASKS = ("img2txt", "vqa2")
 SCHEDULES = ("warmup_linear", "warmup_constant", "warmup_cosine")
