@@ -157,3 +157,18 @@ def test_the_position_probes_run_on_the_main_job(tiny_job):
     assert len(r2) == 2 and all(v <= 1.0 for v in r2)
     filled = [line for line in lines if "masked spatial word" in line]
     assert len(filled) == 1 and 0.0 <= float(filled[0].rsplit(" ", 1)[1]) <= 1.0
+
+
+def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
+    from vlp import quickstart
+    from vlp.train import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.7)
+    first = quickstart.choose_precision(tmp_path)
+    assert first == {"precision": "fp32", "bf16_speedup": 0.7}
+    assert "--bf16" not in quickstart.speed_flags(first)
+    # A resumed job trains as it started, whatever a new measurement would say.
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 8.0)
+    assert quickstart.choose_precision(tmp_path) == first
+    fresh = quickstart.choose_precision(tmp_path / "other")
+    assert fresh["precision"] == "bf16" and "--bf16" in quickstart.speed_flags(fresh)

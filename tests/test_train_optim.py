@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -94,11 +96,73 @@ def test_scheduler_drives_the_optimizer_lr():
     assert seen[-1] == pytest.approx(2.0 * (1 - 0.9) / 0.8)
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 6.0)
     assert precision.choose(True, False, cpu) == "bf16"
     with pytest.warns(UserWarning, match="needs CUDA"):
         assert precision.choose(False, True, cpu) == "fp32"
     assert not precision.grad_scaler("bf16", cpu).is_enabled()
     with precision.autocast("bf16", cpu):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_bf16_on_a_cpu_that_multiplies_it_slower_warns(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.7)
+    with pytest.warns(UserWarning, match="0.70x as fast as float32"):
+        assert precision.choose(True, False, cpu) == "bf16"
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 6.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert precision.choose(True, False, cpu) == "bf16"
+
+
+def test_the_bf16_speedup_is_measured_on_this_cpu():
+    speedup = precision.cpu_bf16_speedup(rows=128, inner=64, cols=128, reps=2)
+    assert 0.01 < speedup < 100
+
+
+
+def _steps(model, kept, batches, mlm: bool):
+    """SGD steps as vlp.train.loop takes them, with `kept` gradient buffers or none: the
+    word table's gradient at each step (a copy) and the tensors that held it."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    grads, holders = [], []
+    for b in batches:
+        optim.allocate_grads(kept)
+        if mlm:
+            loss = model.pretraining_loss(**b, generator=torch.Generator().manual_seed(1))["loss"]
+        else:
+            loss = model(**b).pow(2).mean()
+        loss.backward()
+        holders.append(model.embeddings.word_embeddings.weight.grad)
+        grads.append(holders[-1].clone())
+        opt.step()
+        optim.zero_grads(opt, kept)
+    return grads, holders
+
+
+@pytest.mark.parametrize("mlm", [False, True])
+def test_a_kept_word_table_gradient_trains_as_a_fresh_one(mlm):
+    g = torch.Generator().manual_seed(0)
+    batches = [dict(text_ids=torch.randint(4, 50, (3, 6), generator=g),
+                    text_lengths=torch.tensor([6, 4, 2]),
+                    region_features=torch.randn(3, 2, 4, generator=g),
+                    region_locations=torch.randn(3, 2, 8, generator=g),
+                    num_regions=torch.tensor([2, 1, 2])) for _ in range(3)]
+    torch.manual_seed(0)
+    fresh, kept = tiny_model(), tiny_model()
+    kept.load_state_dict(fresh.state_dict())
+    for model in (fresh, kept):
+        model.set_dropout(0.0)  # no random draws: the two runs see the same computation
+    assert optim.grad_buffers(kept) == [kept.embeddings.word_embeddings.weight]
+    want, _ = _steps(fresh, [], batches, mlm)
+    got, holders = _steps(kept, optim.grad_buffers(kept), batches, mlm)
+    # One dense buffer all along, which the lookups' sparse gradients were added into.
+    assert all(h is holders[0] and not h.is_sparse for h in holders)
+    for a, b in zip(want, got):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    for (name, a), b in zip(fresh.state_dict().items(), kept.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)

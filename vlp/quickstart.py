@@ -21,6 +21,7 @@ from vlp.errors import VLPError
 class Context:
     out: Path
     tiny: bool
+    speed: list[str] = field(default_factory=list)  # every training stage's speed flags
     results: dict = field(default_factory=dict)  # what stages hand to later stages
     rows: list[tuple[str, float, str]] = field(default_factory=list)  # stage, s, metric
 
@@ -63,9 +64,30 @@ def features_stage(ctx: Context) -> str:
 
 # Regions per image in the ToyWorld store (the extraction keeps at most 12).
 TOY_REGIONS = 12
-# bfloat16 autocast: about 1.5x faster steps on CPUs with AVX-512 BF16, and what a GPU
-# run would use; one DataLoader worker, since 2 cores also run the model.
-SPEED = ["--bf16", "--num_workers", "1"]
+# bfloat16 autocast pays where the CPU multiplies bfloat16 well ahead of float32 (AMX:
+# 5-10x); AVX-512 CPUs without AMX convert and run it slower than float32.
+BF16_MIN_SPEEDUP = 1.5
+
+
+def choose_precision(out: Path) -> dict:
+    """bf16 or fp32 for every training stage, from a matrix product timed in both on this
+    CPU; kept in OUT/precision.json so a resumed job trains as it started."""
+    from vlp.train.precision import cpu_bf16_speedup
+
+    path = out / "precision.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    speedup = cpu_bf16_speedup()
+    choice = {"precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
+              "bf16_speedup": round(speedup, 2)}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(choice) + "\n")
+    return choice
+
+
+def speed_flags(choice: dict) -> list[str]:
+    """The choice as flags, with one DataLoader worker, since 2 cores also run the model."""
+    return (["--bf16"] if choice["precision"] == "bf16" else []) + ["--num_workers", "1"]
 
 
 def pretrain_stage(ctx: Context) -> str:
@@ -86,7 +108,7 @@ def pretrain_stage(ctx: Context) -> str:
             "--new_segment_ids", "--always_truncate_tail", "--s2s_prob", "0.75",
             "--bi_prob", "0.25", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", "20",
             "--learning_rate", "2e-4", "--warmup_proportion", "0.1",
-            "--train_batch_size", batch, "--num_train_epochs", epochs, *SPEED,
+            "--train_batch_size", batch, "--num_train_epochs", epochs, *ctx.speed,
             "--log_steps", "5" if not ctx.tiny else "1"]
     args = check(build_parser().parse_args(argv))
     result = train(args)
@@ -119,7 +141,7 @@ def caption_stage(ctx: Context) -> str:
             "--features", features, "--new_segment_ids", "--always_truncate_tail",
             "--s2s_prob", "1", "--bi_prob", "0", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--train_batch_size", batch, "--num_train_epochs", epochs, *SPEED,
+            "--train_batch_size", batch, "--num_train_epochs", epochs, *ctx.speed,
             "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"
@@ -161,7 +183,7 @@ def scst_stage(ctx: Context) -> str:
             "--new_segment_ids", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", length,
             "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "1e-5",
             "--warmup_proportion", "0", "--train_batch_size", batch,
-            "--num_train_epochs", epochs, *SPEED,
+            "--num_train_epochs", epochs, *ctx.speed,
             "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"
@@ -205,7 +227,7 @@ def vqa_stage(ctx: Context) -> str:
             "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
             "--drop_prob", "0", "--train_batch_size", batch, "--num_train_epochs", epochs,
-            *SPEED, "--log_steps", "5" if not ctx.tiny else "1"]
+            *ctx.speed, "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"
     metrics_file = out / f"{checkpoint.name}.test.vqa_metrics.json"
@@ -272,6 +294,8 @@ STAGES = (Stage("toyworld", toyworld_stage), Stage("detector", detector_stage),
 def run(out: str | Path, tiny: bool = False, stages=STAGES) -> Context:
     """Run every stage; the context holds their results and (stage, s, metric) rows."""
     ctx = Context(Path(out), tiny)
+    ctx.results["precision"] = choose_precision(ctx.out)
+    ctx.speed = speed_flags(ctx.results["precision"])
     for stage in stages:
         start = time.perf_counter()
         metric = stage.run(ctx)
