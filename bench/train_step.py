@@ -25,7 +25,7 @@ from transformers import BertConfig, BertModel
 
 from vlp.model import UnifiedVLP, VLPConfig, build_layout
 from vlp.model.unified import step_flops
-from vlp.train.optim import adamw, allocate_grads, grad_buffers, zero_grads
+from vlp.train.optim import adamw
 
 SIZES = {"MiniLM L6 H384": (6, 384, 12, 1536), "BERT-base L12 H768": (12, 768, 12, 3072)}
 
@@ -114,15 +114,13 @@ def ours_step(cfg, batch, device, autocast):
     model = UnifiedVLP(cfg).to(device).train()
     opt = adamw(model, lr=1e-4, weight_decay=0.01)
     gen = torch.Generator(device=device).manual_seed(0)
-    kept = grad_buffers(model)
 
-    def step():  # as vlp.train.loop does it
-        allocate_grads(kept)
+    def step():
         with autocast():
             loss = model.pretraining_loss(**batch, generator=gen)["loss"]
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        zero_grads(opt, kept)
     return step, model
 
 

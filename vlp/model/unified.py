@@ -66,13 +66,9 @@ class UnifiedVLP(nn.Module):
                            f"region_classes {c.region_classes})")
 
     def embed(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-              s2s: torch.Tensor, sparse_words: bool | None = None) -> tuple[torch.Tensor, Layout]:
-        """Embedded sequence [B, L, H] and its layout (see vlp.model.masks). `sparse_words`
-        as Embeddings.words: for a graph that goes on through the MLM head; by default,
-        when the word table holds a dense gradient buffer to take it (grad_buffers)."""
-        if sparse_words is None:
-            grad = self.embeddings.word_embeddings.weight.grad
-            sparse_words = torch.is_grad_enabled() and grad is not None and not grad.is_sparse
+              s2s: torch.Tensor, sparse_words: bool = False) -> tuple[torch.Tensor, Layout]:
+        """Embedded sequence [B, L, H] and its layout (see vlp.model.masks); `sparse_words`
+        as Embeddings.words, for a graph that goes on through the MLM head."""
         self._check_regions(region_features, region_locations)
         b, r = region_features.shape[:2]
         check_lengths(num_regions, text_lengths, r, text_ids.shape[1], self.config)
@@ -88,9 +84,9 @@ class UnifiedVLP(nn.Module):
         return self.embeddings(slots, layout.token_type_ids), layout
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-                s2s: torch.Tensor | None = None, sparse_words: bool | None = None) -> torch.Tensor:
+                s2s: torch.Tensor | None = None, sparse_words: bool = False) -> torch.Tensor:
         """Last hidden states [B, R + 2 + T, H]. `s2s` [B] bool (default: all seq2seq);
-        `sparse_words` as embed."""
+        `sparse_words` only when the loss goes through the MLM head (see embed)."""
         if s2s is None:
             s2s = torch.ones(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
         x, layout = self.embed(text_ids, text_lengths, region_features, region_locations,
@@ -146,14 +142,6 @@ class UnifiedVLP(nn.Module):
         where = (masked.positions + region_slots + 2)[..., None].expand(-1, -1, hidden.shape[-1])
         logits = self.mlm_logits(hidden.gather(1, where))
         return masked_lm_loss(logits, masked.labels, masked.weights, label_smoothing)
-
-    def grad_buffers(self) -> list[nn.Parameter]:
-        """Parameters whose gradient a training loop keeps allocated, zeroing it in place
-        (vlp.train.optim.zero_grads): the vocabulary-sized word table. Its lookups then
-        add their few rows into that buffer, where a fresh V x H table of zeros each step
-        would cost as much as a layer on the CPU (mostly in page faults)."""
-        table = self.embeddings.word_embeddings.weight
-        return [table] if table.requires_grad else []
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.num_hidden_layers)

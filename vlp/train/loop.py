@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from vlp.errors import VLPError
-from vlp.train import checkpoint, distributed, optim, precision as amp
+from vlp.train import checkpoint, distributed, precision as amp
 from vlp.train.checkpoint import Position
 
 
@@ -53,7 +53,6 @@ class Trainer:
         self.pos, self.seed = position, seed
         self.say = say or logger.info  # messages for the person running it
         self._window = _Window()
-        self._grad_buffers = optim.grad_buffers(task)
 
     # -- the loop --------------------------------------------------------------------------
     def finished(self) -> bool:
@@ -106,7 +105,6 @@ class Trainer:
 
     def _micro_step(self, batch, sync: bool) -> tuple[float, dict]:
         batch = batch.to(self.device, non_blocking=True)
-        optim.allocate_grads(self._grad_buffers)
         no_sync = getattr(self.wrapped, "no_sync", None)
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
         with context:
@@ -148,7 +146,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        optim.zero_grads(self.optimizer, self._grad_buffers)
+        self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
         return True
 

@@ -39,28 +39,6 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | No
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
 
 
-def grad_buffers(module: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters that every model inside `module` asks to keep a gradient buffer for
-    (UnifiedVLP.grad_buffers)."""
-    return [p for m in module.modules() if hasattr(m, "grad_buffers") for p in m.grad_buffers()]
-
-
-def allocate_grads(params: list[torch.nn.Parameter]) -> None:
-    """Zero gradient buffers for `params` that have none (before a backward pass)."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-
-
-def zero_grads(optimizer: torch.optim.Optimizer, kept: list[torch.nn.Parameter]) -> None:
-    """optimizer.zero_grad(set_to_none=True), except that the buffers of `kept` stay
-    allocated and are zeroed in place."""
-    buffers = [(p, p.grad) for p in kept if p.grad is not None and not p.grad.is_sparse]
-    optimizer.zero_grad(set_to_none=True)
-    for p, grad in buffers:
-        p.grad = grad.zero_()
-
-
 def lr_factor(step: int, total: int, warmup: float, mode: str = "warmup_linear") -> float:
     """VLP's schedules, as a factor of the peak learning rate at optimizer step `step`."""
     x = step / max(total, 1)
