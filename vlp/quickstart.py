@@ -65,7 +65,7 @@ def features_stage(ctx: Context) -> str:
 # Regions per image in the ToyWorld store (the extraction keeps at most 12).
 TOY_REGIONS = 12
 # bfloat16 autocast pays where the CPU multiplies bfloat16 well ahead of float32 (AMX:
-# 5-10x); AVX-512 CPUs without AMX convert and run it slower than float32.
+# 4-7x); AVX-512 CPUs without AMX convert and run it slower than float32.
 BF16_MIN_SPEEDUP = 1.5
 
 

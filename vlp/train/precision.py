@@ -52,7 +52,7 @@ def grad_scaler(precision: str, device: torch.device, loss_scale: float = 0.0):
 
 def cpu_bf16_speedup(rows: int = 2048, inner: int = 384, cols: int = 1536, reps: int = 5) -> float:
     """How many times faster a bfloat16 matrix product runs than a float32 one on this CPU,
-    at a transformer layer's shape (best of `reps` each; about 0.1 s in all). Well above 1
+    at a transformer layer's shape (best of `reps` each; about 0.2 s in all). Well above 1
     with AMX; below 1 on CPUs that only convert bfloat16 (AVX-512 without AMX), where
     `--bf16` slows training down."""
     def best(dtype: torch.dtype) -> float:
