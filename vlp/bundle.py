@@ -91,12 +91,13 @@ class _Regions:
         return self.extractor([tensor])[0]
 
     def inputs(self, record):
-        """Model inputs [1, n, D], [1, n, C + 6], [1] of the record's first regions."""
+        """Model inputs [1, n, D], [1, n, locations], [1] of the record's first regions."""
         import torch
 
         from vlp.data.region_text import region_inputs
 
-        feats, locs = region_inputs(record, self.bundle.regions)
+        feats, locs = region_inputs(record, self.bundle.regions,
+                                    box_frequencies=self.model.config.region_box_frequencies)
         return (torch.from_numpy(feats)[None].to(self.device),
                 torch.from_numpy(locs)[None].to(self.device),
                 torch.tensor([len(feats)], device=self.device))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlp.data.features import box_class_vector
+from vlp.data.features import box_class_vector, box_sinusoids
 from vlp.data.tokens import TokenizedTexts
 
 BOX_NORMS = ("auto", "image", "lazy")
@@ -76,14 +76,18 @@ def truncate(ids: np.ndarray, max_len: int, tail_only: bool, rng: np.random.Gene
     return ids[head:head + max_len]
 
 
-def region_inputs(record, regions: int, box_norm: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """The first `regions` regions of a record: features [n, D] and box+class vectors
-    [n, C + 6], float32."""
+def region_inputs(record, regions: int, box_norm: str = "auto",
+                  box_frequencies: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first `regions` regions of a record: features [n, D] and locations, float32:
+    the box+class vectors [n, C + 6], followed by the box's sine/cosine features when
+    `box_frequencies` (the model's region_box_frequencies) is not 0."""
     n = min(record.num_regions, regions)
     if box_norm == "auto":
         box_norm = "image" if record.has_image_size else "lazy"
-    return (np.asarray(record.features[:n], dtype=np.float32),
-            box_class_vector(record, box_norm)[:n])
+    locations = box_class_vector(record, box_norm)
+    if box_frequencies:
+        locations = np.concatenate([locations, box_sinusoids(record, box_frequencies, box_norm)], 1)
+    return np.asarray(record.features[:n], dtype=np.float32), locations[:n]
 
 
 def pad_regions(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,15 +109,18 @@ def pad_regions(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch
 class RegionImages(Dataset):
     """Image i's regions, for decoding: {"key", "index", "features", "locations"}."""
 
-    def __init__(self, image_keys: list[str], store, regions: int, box_norm: str = "auto"):
+    def __init__(self, image_keys: list[str], store, regions: int, box_norm: str = "auto",
+                 box_frequencies: int = 0):
         self.image_keys, self.store, self.regions, self.box_norm = image_keys, store, regions, box_norm
+        self.box_frequencies = box_frequencies
 
     def __len__(self) -> int:
         return len(self.image_keys)
 
     def __getitem__(self, i: int) -> dict:
         key = self.image_keys[i]
-        features, locations = region_inputs(self.store[key], self.regions, self.box_norm)
+        features, locations = region_inputs(self.store[key], self.regions, self.box_norm,
+                                            self.box_frequencies)
         return {"key": key, "index": i, "features": features, "locations": locations}
 
 
@@ -122,7 +129,7 @@ class RegionTextDataset(Dataset):
 
     def __init__(self, tokens: TokenizedTexts, image_keys: list[str], store, regions: int,
                  text: TextSettings, box_norm: str = "auto",
-                 targets: list[dict[int, float]] | None = None):
+                 targets: list[dict[int, float]] | None = None, box_frequencies: int = 0):
         if len(tokens) != len(image_keys) or (targets is not None and len(targets) != len(tokens)):
             raise ValueError("one image key (and target) per tokenized text")
         if box_norm not in BOX_NORMS:
@@ -130,6 +137,7 @@ class RegionTextDataset(Dataset):
         self.tokens, self.image_keys, self.store = tokens, image_keys, store
         self.regions, self.text, self.box_norm = regions, text, box_norm
         self.targets = targets  # VQA: {answer index: soft score} per question
+        self.box_frequencies = box_frequencies
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -145,7 +153,8 @@ class RegionTextDataset(Dataset):
         words = truncate(self.tokens[i], s.max_len_b, s.always_truncate_tail, rng)
         text = np.append(words.astype(np.int64), s.sep_id)
         key = self.image_keys[i]
-        features, locations = region_inputs(self.store[key], self.regions, self.box_norm)
+        features, locations = region_inputs(self.store[key], self.regions, self.box_norm,
+                                            self.box_frequencies)
         example = {
             "text": text, "key": key, "index": i, "features": features, "locations": locations,
             "s2s_draw": rng.random(),

@@ -98,7 +98,8 @@ def decode(args) -> list[dict]:
 def caption_images(generator, images, store, args, device, tokenizer) -> list[dict]:
     from vlp.train.precision import autocast, choose
 
-    dataset = RegionImages([i.image_key for i in images], store, args.len_vis_input, args.box_norm)
+    dataset = RegionImages([i.image_key for i in images], store, args.len_vis_input, args.box_norm,
+                           generator.model.config.region_box_frequencies)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=_as_list)
     precision = choose(False, args.fp16 or args.amp, device)

@@ -20,6 +20,8 @@ SIX_TYPE_IDS = {"bi": (0, 1), "s2s": (4, 5)}
 TWO_TYPE_IDS = {"bi": (0, 1), "s2s": (0, 1)}
 
 _ACTIVATIONS = ("gelu", "relu")
+# 2^16 * pi cycles per image is already far below a pixel's width at any image size.
+MAX_BOX_FREQUENCIES = 16
 
 
 @dataclass
@@ -47,6 +49,10 @@ class VLPConfig:
     region_classes: int = 1601
     max_regions: int = 100
     region_hidden_size: int = 2048
+    # Sine/cosine features of each box's centre and size at this many octaves, through a
+    # Linear -> ReLU of their own into the region slot; 0 (VLP) gives the slot only the
+    # box+class vector.
+    region_box_frequencies: int = 0
     # Answer classes of the VQA head on [CLS] * first [SEP]; 0 = no VQA head.
     vqa_answers: int = 0
     pad_token_id: int = 0
@@ -66,6 +72,19 @@ class VLPConfig:
     def region_loc_dim(self) -> int:
         """Width of the box + class vector: 6 box numbers and C class probabilities."""
         return self.region_classes + 6
+
+    @property
+    def region_box_dim(self) -> int:
+        """Width of the box's sine/cosine features (0 without them): centre x, y, width
+        and height, then sin and cos of each at 2^k * pi for k < region_box_frequencies."""
+        f = self.region_box_frequencies
+        return 4 * (1 + 2 * f) if f else 0
+
+    @property
+    def region_input_dim(self) -> int:
+        """Width of the per-region location input: the box+class vector, then the box's
+        sine/cosine features when the model has them."""
+        return self.region_loc_dim + self.region_box_dim
 
     @property
     def head_dim(self) -> int:
@@ -97,6 +116,9 @@ class VLPConfig:
                                f"vocabulary (vocab_size {self.vocab_size})")
         if self.region_classes < 0 or self.vqa_answers < 0:
             raise VLPError("model config: region_classes and vqa_answers must be >= 0")
+        if not 0 <= self.region_box_frequencies <= MAX_BOX_FREQUENCIES:
+            raise VLPError(f"model config: region_box_frequencies must be between 0 and "
+                           f"{MAX_BOX_FREQUENCIES}, got {self.region_box_frequencies}")
         for name in ("mask_prob", "s2s_prob", "bi_prob", "hidden_dropout_prob",
                      "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -41,7 +41,9 @@ class Embeddings(nn.Module):
 class RegionEmbedding(nn.Module):
     """VLP's region slots: feature D -> Linear(D, D') -> ReLU -> Linear(D', H) -> ReLU ->
     Dropout, plus box+class vector (C+6) -> Linear -> ReLU -> Dropout. The sum takes the
-    place of a word's word + position embedding."""
+    place of a word's word + position embedding. A model with region_box_frequencies adds
+    a third term: the box's sine/cosine features (the locations' last region_box_dim
+    columns) -> Linear -> ReLU -> Dropout."""
 
     def __init__(self, config: VLPConfig):
         super().__init__()
@@ -51,9 +53,16 @@ class RegionEmbedding(nn.Module):
                                      Dropout(p))
         self.location = nn.Sequential(nn.Linear(config.region_loc_dim, h), nn.ReLU(),
                                       Dropout(p))
+        self.loc_dim = config.region_loc_dim
+        self.box = None
+        if config.region_box_dim:
+            self.box = nn.Sequential(nn.Linear(config.region_box_dim, h), nn.ReLU(), Dropout(p))
 
     def forward(self, features: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
-        return self.feature(features) + self.location(locations)
+        if self.box is None:
+            return self.feature(features) + self.location(locations)
+        return (self.feature(features) + self.location(locations[..., :self.loc_dim])
+                + self.box(locations[..., self.loc_dim:]))
 
     @torch.no_grad()
     def init_from_fc7(self, weight: torch.Tensor, bias: torch.Tensor) -> None:

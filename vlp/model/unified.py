@@ -43,6 +43,16 @@ class UnifiedVLP(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
+    def grown(self, **changes) -> "UnifiedVLP":
+        """A copy whose config has `changes` that add parts (vqa_answers on a model without
+        a head, region_box_frequencies on one without box sines/cosines): this model's
+        weights are kept, the new parts start from the usual random initialisation."""
+        grown = UnifiedVLP(self.config.replace(**changes)).to(next(self.parameters()).device)
+        missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
+        if unexpected:
+            raise VLPError(f"changing {sorted(changes)} drops weights: {', '.join(unexpected[:10])}")
+        return grown
+
     def set_dropout(self, p: float) -> None:
         """Every dropout rate (hidden, attention, region) to `p`, config included: VLP's
         --drop_prob, which set hidden_dropout_prob and attention_probs_dropout_prob."""
@@ -60,10 +70,12 @@ class UnifiedVLP(nn.Module):
             raise VLPError(f"region_features has shape {tuple(features.shape)}; the model "
                            f"expects [batch, regions, {c.region_feature_dim}] "
                            "(config region_feature_dim)")
-        if tuple(locations.shape) != (*features.shape[:2], c.region_loc_dim):
+        if tuple(locations.shape) != (*features.shape[:2], c.region_input_dim):
+            sines = (f" + {c.region_box_dim} box sines/cosines (region_box_frequencies "
+                     f"{c.region_box_frequencies})" if c.region_box_dim else "")
             raise VLPError(f"region_locations has shape {tuple(locations.shape)}; expected "
-                           f"{(*features.shape[:2], c.region_loc_dim)} (6 box numbers + "
-                           f"region_classes {c.region_classes})")
+                           f"{(*features.shape[:2], c.region_input_dim)} (6 box numbers + "
+                           f"region_classes {c.region_classes}{sines})")
 
     def embed(self, text_ids, text_lengths, region_features, region_locations, num_regions,
               s2s: torch.Tensor, sparse_words: bool = False) -> tuple[torch.Tensor, Layout]:
@@ -182,7 +194,7 @@ def step_flops(config: VLPConfig, batch_size: int, seq_len: int, regions: int = 
     h, i, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
     per_token = layers * (2 * 4 * h * h + 2 * 2 * h * i + 2 * 2 * seq_len * h)
     per_region = 2 * (c.region_feature_dim * c.region_hidden_size
-                      + c.region_hidden_size * h + c.region_loc_dim * h)
+                      + c.region_hidden_size * h + c.region_input_dim * h)
     head = 2 * c.max_pred * (h * h + h * c.vocab_size)
     forward = batch_size * (per_token * seq_len + per_region * regions + head)
     return forward * (3 if training else 1)

@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--trunc_seg", default="b", choices=("b",))
     g.add_argument("--len_vis_input", type=int_at_least(1), default=100,
                    help="regions per image (the first N of each record)")
+    g.add_argument("--box_frequencies", type=int_at_least(0), default=None,
+                   help="give region slots sine/cosine features of the box at this many "
+                        "octaves (0: VLP's box+class vector only; default: the checkpoint's, "
+                        "0 for a new model); a checkpoint without them gets a fresh layer")
     g.add_argument("--mask_prob", type=probability, default=None,
                    help="share of text tokens masked (default 0.15; vqa2: none)")
     g.add_argument("--max_pred", type=int_at_least(0), default=None,

@@ -82,7 +82,8 @@ def build_dataset(args, tokens, captions, store, config, targets=None) -> Region
                         max_len_b=args.max_len_b, always_truncate_tail=args.always_truncate_tail,
                         max_pred=max(args.max_pred, 1), seed=args.seed)
     return RegionTextDataset(tokens, [c.image_key for c in captions], store,
-                             args.len_vis_input, text, args.box_norm, targets)
+                             args.len_vis_input, text, args.box_norm, targets,
+                             config.region_box_frequencies)
 
 
 def _is_vlp_dir(path: Path) -> bool:
@@ -116,10 +117,26 @@ def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
     else:
         model = UnifiedVLP.from_pretrained_bert(args.bert_model, **new_parts, **objective)
     model.config = model.config.replace(**objective)
+    if args.box_frequencies is not None:
+        model = with_box_frequencies(model, args.box_frequencies, resume_dir, source)
     if args.drop_prob is not None:
         model.set_dropout(args.drop_prob)
     check_fit(model.config, dims, args, source)
     return model
+
+
+def with_box_frequencies(model: UnifiedVLP, frequencies: int, resume_dir: Path | None,
+                         source: Path | None) -> UnifiedVLP:
+    """`model` with region_box_frequencies set: a model without box sines/cosines gets a
+    freshly initialised layer for them; other weights are kept as they are."""
+    have = model.config.region_box_frequencies
+    if frequencies == have:
+        return model
+    if have or resume_dir is not None:
+        raise VLPError(f"--box_frequencies {frequencies}: the model of {source} was trained "
+                       f"with region_box_frequencies {have}; use that, or start from a "
+                       "checkpoint without box sines/cosines")
+    return model.grown(region_box_frequencies=frequencies)
 
 
 def check_fit(config, dims: RegionDims, args, source) -> None:

@@ -65,10 +65,7 @@ def with_answer_head(model: UnifiedVLP, answers: int, source) -> UnifiedVLP:
     if have:
         raise VLPError(f"{source} has a VQA head for {have} answers; the answer vocabulary "
                        f"has {answers} (use the checkpoint's {VOCAB_FILE} via --answer_vocab)")
-    grown = UnifiedVLP(model.config.replace(vqa_answers=answers))
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("vqa_head.") for k in missing)
-    return grown
+    return model.grown(vqa_answers=answers)
 
 
 class VQATask(nn.Module):

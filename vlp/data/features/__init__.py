@@ -8,13 +8,13 @@
         out.put(image_id, record)
 """
 
-from vlp.data.features.boxes import box_class_vector, layer_norm
+from vlp.data.features.boxes import box_class_vector, box_sinusoids, layer_norm
 from vlp.data.features.errors import MissingImageError, RecordError, StoreError
 from vlp.data.features.record import RegionRecord, check_record
 from vlp.data.features.stores import READ_FORMATS, WRITE_FORMATS, create_store, open_store
 
 __all__ = [
     "READ_FORMATS", "WRITE_FORMATS", "MissingImageError", "RecordError", "RegionRecord",
-    "StoreError", "box_class_vector", "check_record", "create_store", "layer_norm",
+    "StoreError", "box_class_vector", "box_sinusoids", "check_record", "create_store", "layer_norm",
     "open_store",
 ]

@@ -25,6 +25,15 @@ def box_class_vector(record: RegionRecord, box_norm: str = "image",
     whose release stored no image size: w and h are the largest x and y coordinate over
     the image's boxes (plus 1e-5), so the vector is only as good as that estimate.
     """
+    x1, y1, x2, y2 = normalised_corners(record, box_norm)
+    area = np.maximum((x2 - x1) * (y2 - y1), np.float32(0))
+    six = np.stack([x1, y1, x2, y2, area, np.asarray(record.scores, np.float32)], axis=1)
+    cls = np.asarray(record.cls_probs, dtype=np.float32)
+    return np.concatenate([layer_norm(six, eps), layer_norm(cls, eps)], axis=1)
+
+
+def normalised_corners(record: RegionRecord, box_norm: str = "image") -> np.ndarray:
+    """[4, N] float32: x1/w, y1/h, x2/w, y2/h, with w and h as box_class_vector takes them."""
     boxes = np.asarray(record.boxes, dtype=np.float32)
     if box_norm == "image":
         if not record.has_image_size:
@@ -36,12 +45,21 @@ def box_class_vector(record: RegionRecord, box_norm: str = "image",
         h = boxes[:, [1, 3]].max() + np.float32(LAZY_EPS)
     else:
         raise ValueError(f"box_norm must be one of {BOX_NORMS}, got {box_norm!r}")
-    x1, x2 = boxes[:, 0] / w, boxes[:, 2] / w
-    y1, y2 = boxes[:, 1] / h, boxes[:, 3] / h
-    area = np.maximum((x2 - x1) * (y2 - y1), np.float32(0))
-    six = np.stack([x1, y1, x2, y2, area, np.asarray(record.scores, np.float32)], axis=1)
-    cls = np.asarray(record.cls_probs, dtype=np.float32)
-    return np.concatenate([layer_norm(six, eps), layer_norm(cls, eps)], axis=1)
+    return (boxes / np.array([w, h, w, h], dtype=np.float32)).T
+
+
+def box_sinusoids(record: RegionRecord, frequencies: int, box_norm: str = "image") -> np.ndarray:
+    """[N, 4 * (1 + 2F)] float32: centre x, centre y, width and height over the image
+    size, then sin(2^k * pi * v) for every k < F and value v, then the cosines likewise.
+
+    A single coordinate is a poor input for a question on which third of the image a
+    shape lies in; its sines and cosines make such a question linear in the features."""
+    x1, y1, x2, y2 = normalised_corners(record, box_norm)
+    values = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+    if frequencies == 0:
+        return np.zeros((len(values), 0), dtype=np.float32)
+    angles = (values[:, :, None] * (np.pi * 2.0 ** np.arange(frequencies))).reshape(len(values), -1)
+    return np.concatenate([values, np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
 def layer_norm(x: np.ndarray, eps: float = LAYER_NORM_EPS) -> np.ndarray:
