@@ -56,7 +56,8 @@ class Probe:
         """(embedded sequence, last hidden states, region count, the record) for one image
         and one text; the layout is [CLS] regions [SEP] text [SEP]."""
         record = self.store[key]
-        features, locations = (torch.from_numpy(a)[None] for a in region_inputs(record, self.regions))
+        features, locations = (torch.from_numpy(a)[None] for a in region_inputs(
+            record, self.regions, box_frequencies=self.model.config.region_box_frequencies))
         r = features.shape[1]
         ids = self.ids(text) + [self.tokenizer.sep_token_id]
         args = (torch.tensor([ids]), torch.tensor([len(ids)]), features, locations,

@@ -172,3 +172,47 @@ def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
     assert quickstart.choose_precision(tmp_path) == first
     fresh = quickstart.choose_precision(tmp_path / "other")
     assert fresh["precision"] == "bf16" and "--bf16" in quickstart.speed_flags(fresh)
+
+
+WHERE = Path(__file__).parents[1] / "scripts" / "toyworld_where_questions.py"
+
+
+def test_grid_questions_name_one_shape_and_are_answered_by_its_cell(tiny_job):
+    import importlib.util
+    import json
+
+    from vlp.data.toyworld.language import refer, region
+    from vlp.data.toyworld.scene import Shape
+
+    spec = importlib.util.spec_from_file_location("toyworld_where_questions", WHERE)
+    where = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(where)
+    out, _, _ = tiny_job
+    scenes = json.loads((out / "toyworld" / "annotations" / "scenes_toy.json").read_text())
+    questions, annotations = where.grid_questions(scenes, "train", seed=0)
+    assert questions["questions"] and len(questions["questions"]) == len(annotations["annotations"])
+    by_id = {s["image_id"]: s for s in scenes}
+    for q, a in zip(questions["questions"], annotations["annotations"]):
+        scene = by_id[q["image_id"]]
+        assert scene["split"] == "train" and q["question"].startswith("Where is the ")
+        shapes = [Shape(o["shape"], o["color"], o["size"], tuple(o["box"])) for o in scene["objects"]]
+        shape = shapes[q["question_id"] % 100]
+        assert q["question"] == f"Where is the {refer(shape, shapes)}?"
+        assert a["multiple_choice_answer"] == region(shape, 128) and len(a["answers"]) == 10
+
+
+def test_the_grid_question_comparison_runs_on_the_main_job(tiny_job, tmp_path):
+    import json
+
+    out, _, _ = tiny_job
+    run = subprocess.run([sys.executable, str(WHERE), str(out), "--epochs", "1", "--batch", "16",
+                          "--box_frequencies", "0", "2", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if "box_frequencies" in line]
+    assert len(rows) == 2 and "VLP's box+class vector" in rows[0] and "2 octaves" in rows[1]
+    for line in rows:
+        test, train = (float(part.split()[-1].rstrip("%")) for part in line.split(":")[1].split(","))
+        assert 0.0 <= test <= 100.0 and 0.0 <= train <= 100.0
+    saved = json.loads((tmp_path / "box2" / "model.1" / "config.json").read_text())
+    assert saved["region_box_frequencies"] == 2

@@ -1,0 +1,136 @@
+"""Can finetuning read where one shape lies? Grid questions with and without box sines.
+
+"Where is the red circle?" is answered by the cell of a 3x3 grid that holds the shape's
+centre ("top left", "center", "bottom", ...). The question names one shape, so unlike
+ToyWorld's left/right questions it needs no comparison: only the route from the naming
+words to that shape's region slot and a reading of the slot's location. This writes
+such questions for a main job's ToyWorld scenes, finetunes the main job's pretrained
+checkpoint on the training ones with the main job's VQA settings once per
+`--box_frequencies` value (0: VLP's box+class vector alone; N: sine/cosine features of
+the box at N octaves, in a layer of their own that starts fresh), and prints the
+official VQA accuracy on the test and the training grid questions side by side.
+
+    python scripts/toyworld_where_questions.py runs/quickstart [--epochs 4] \\
+        [--box_frequencies 0 8] [--out runs/quickstart/where]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vlp.data.toyworld.language import refer, region
+from vlp.data.toyworld.scene import Shape
+from vlp.data.toyworld.vqa import ANSWERS_PER_QUESTION, consensus
+from vlp.quickstart import TOY_REGIONS, speed_flags
+
+# Share of the ten human answers that name another shape's cell, as ToyWorld's own noise.
+NOISE = 0.1
+IMAGE_SIZE = 128
+
+
+def grid_questions(scenes: list[dict], split: str, seed: int) -> tuple[dict, dict]:
+    """Official-format questions and annotations: one per shape its scene can name."""
+    rng = np.random.default_rng(seed)
+    questions, annotations = [], []
+    for scene in scenes:
+        if scene["pool"] != "toy" or scene["split"] != split:
+            continue
+        shapes = [Shape(o["shape"], o["color"], o["size"], tuple(o["box"]))
+                  for o in scene["objects"]]
+        for k, shape in enumerate(shapes):
+            name = refer(shape, shapes)
+            if name is None:
+                continue
+            truth = region(shape, IMAGE_SIZE)
+            answers = [{"answer": truth if rng.random() >= NOISE else
+                        region(shapes[int(rng.integers(len(shapes)))], IMAGE_SIZE),
+                        "answer_confidence": "yes", "answer_id": i + 1}
+                       for i in range(ANSWERS_PER_QUESTION)]
+            qid = scene["image_id"] * 100 + k
+            questions.append({"image_id": scene["image_id"], "question": f"Where is the {name}?",
+                              "question_id": qid})
+            annotations.append({"question_id": qid, "image_id": scene["image_id"],
+                                "question_type": "where is the", "answer_type": "other",
+                                "multiple_choice_answer": consensus(answers, truth),
+                                "answers": answers})
+    header = {"info": {}, "license": {}, "data_subtype": split, "task_type": "Open-Ended",
+              "data_type": "toy"}
+    return {**header, "questions": questions}, {**header, "annotations": annotations}
+
+
+def write_split(scenes: list[dict], split: str, out: Path, seed: int) -> tuple[Path, Path]:
+    questions, annotations = grid_questions(scenes, split, seed)
+    q, a = out / f"where_{split}_questions.json", out / f"where_{split}_annotations.json"
+    q.write_text(json.dumps(questions))
+    a.write_text(json.dumps(annotations))
+    return q, a
+
+
+def finetune(run: Path, out: Path, files: dict, frequencies: int, epochs: int, batch: int) -> Path:
+    from vlp.train.args import build_parser, check
+    from vlp.train.main import train
+
+    pretrained = max((run / "pretrain").glob("model.*[0-9]"), key=lambda p: int(p.name.split(".")[1]))
+    precision = json.loads((run / "precision.json").read_text())
+    argv = ["--output_dir", str(out), "--model_recover_path", str(pretrained),
+            "--do_lower_case", "--do_train", "--tasks", "vqa2", "--head_learning_rate", "1e-3",
+            "--src_file", str(files["train"][0]), "--vqa_annotations", str(files["train"][1]),
+            "--image_map", str(run / "toyworld" / "annotations" / "dataset_toy.json"),
+            "--features", str(run / "regions.lmdb"), "--new_segment_ids",
+            "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
+            "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
+            "--drop_prob", "0", "--train_batch_size", str(batch), "--num_train_epochs", str(epochs),
+            "--box_frequencies", str(frequencies), "--log_steps", "20", "--no_progress",
+            *speed_flags(precision)]
+    train(check(build_parser().parse_args(argv)))
+    return out / f"model.{epochs}"
+
+
+def accuracy(run: Path, checkpoint: Path, questions: Path, annotations: Path, split: str) -> float:
+    from vlp.cli.eval_vqa import main as eval_main
+
+    argv = ["--model_recover_path", str(checkpoint), "--src_file", str(questions),
+            "--vqa_annotations", str(annotations),
+            "--image_map", str(run / "toyworld" / "annotations" / "dataset_toy.json"),
+            "--features", str(run / "regions.lmdb"), "--split", split,
+            "--len_vis_input", str(TOY_REGIONS), "--batch_size", "64", "--num_workers", "1",
+            "--no_progress"]
+    if eval_main(argv) != 0:
+        raise SystemExit(f"scoring {checkpoint} on {questions} failed")
+    metrics = checkpoint.parent / f"{checkpoint.name}.{split}.vqa_metrics.json"
+    return float(json.loads(metrics.read_text())["overall"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a main-job output directory (vlp quickstart --out)")
+    ap.add_argument("--box_frequencies", type=int, nargs="+", default=[0, 8])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--out", type=Path, help="default: RUN/where")
+    args = ap.parse_args()
+    out = args.out or args.run / "where"
+    out.mkdir(parents=True, exist_ok=True)
+    scenes = json.loads((args.run / "toyworld" / "annotations" / "scenes_toy.json").read_text())
+    files = {split: write_split(scenes, split, out, args.seed + i)
+             for i, split in enumerate(("train", "test"))}
+    counts = {s: len(json.loads(q.read_text())["questions"]) for s, (q, _) in files.items()}
+    rows = []
+    for f in args.box_frequencies:
+        checkpoint = finetune(args.run, out / f"box{f}", files, f, args.epochs, args.batch)
+        rows.append((f, accuracy(args.run, checkpoint, *files["test"], "wtest"),
+                     accuracy(args.run, checkpoint, *files["train"], "wtrain")))
+    print(f"grid questions: {counts['train']} train, {counts['test']} test; "
+          f"{args.epochs} epochs from {args.run / 'pretrain'}")
+    for f, test, train in rows:
+        label = "VLP's box+class vector" if f == 0 else f"+ box sines at {f} octaves"
+        print(f"  box_frequencies {f:2d} ({label}): test {test:.2f}%, train {train:.2f}%")
+
+
+if __name__ == "__main__":
+    main()
