@@ -9,9 +9,11 @@ checkpoint on the training ones with the main job's VQA settings once per
 `--box_frequencies` value (0: VLP's box+class vector alone; N: sine/cosine features of
 the box at N octaves, in a layer of their own that starts fresh), and prints the
 official VQA accuracy on the test and the training grid questions side by side.
+With `--with_vqa` it trains on the main job's own VQA training questions plus the grid
+questions instead, and also scores the main job's VQA test questions, by question type.
 
     python scripts/toyworld_where_questions.py runs/quickstart [--epochs 4] \\
-        [--box_frequencies 0 8] [--out runs/quickstart/where]
+        [--box_frequencies 0 8] [--with_vqa] [--out runs/quickstart/where]
 """
 
 from __future__ import annotations
@@ -70,6 +72,29 @@ def write_split(scenes: list[dict], split: str, out: Path, seed: int) -> tuple[P
     return q, a
 
 
+# Grid question ids are image_id * 100 + k; this keeps them apart from VQA's image_id * 1000 + k.
+GRID_ID_OFFSET = 10_000_000
+
+
+def vqa_files(run: Path, split: str) -> tuple[Path, Path]:
+    vqa = run / "toyworld" / "annotations" / "vqa"
+    return (vqa / f"v2_OpenEnded_toy_{split}_questions.json",
+            vqa / f"v2_toy_{split}_annotations.json")
+
+
+def write_mix(run: Path, grid: tuple[Path, Path], out: Path) -> tuple[Path, Path]:
+    """The run's VQA training questions followed by the grid ones, in one pair of files."""
+    written = []
+    for own, extra, key, name in zip(vqa_files(run, "train"), grid, ("questions", "annotations"),
+                                     ("mix_train_questions.json", "mix_train_annotations.json")):
+        data = json.loads(own.read_text())
+        added = json.loads(extra.read_text())[key]
+        data[key] += [{**x, "question_id": x["question_id"] + GRID_ID_OFFSET} for x in added]
+        (out / name).write_text(json.dumps(data))
+        written.append(out / name)
+    return written[0], written[1]
+
+
 def finetune(run: Path, out: Path, files: dict, frequencies: int, epochs: int, batch: int) -> Path:
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
@@ -102,7 +127,7 @@ def accuracy(run: Path, checkpoint: Path, questions: Path, annotations: Path, sp
     if eval_main(argv) != 0:
         raise SystemExit(f"scoring {checkpoint} on {questions} failed")
     metrics = checkpoint.parent / f"{checkpoint.name}.{split}.vqa_metrics.json"
-    return float(json.loads(metrics.read_text())["overall"])
+    return json.loads(metrics.read_text())
 
 
 def main() -> None:
@@ -112,6 +137,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--with_vqa", action="store_true",
+                    help="train on the run's VQA training questions too; score its test questions")
     ap.add_argument("--out", type=Path, help="default: RUN/where")
     args = ap.parse_args()
     out = args.out or args.run / "where"
@@ -120,16 +147,24 @@ def main() -> None:
     files = {split: write_split(scenes, split, out, args.seed + i)
              for i, split in enumerate(("train", "test"))}
     counts = {s: len(json.loads(q.read_text())["questions"]) for s, (q, _) in files.items()}
+    training = {**files, "train": write_mix(args.run, files["train"], out)} if args.with_vqa else files
     rows = []
     for f in args.box_frequencies:
-        checkpoint = finetune(args.run, out / f"box{f}", files, f, args.epochs, args.batch)
-        rows.append((f, accuracy(args.run, checkpoint, *files["test"], "wtest"),
-                     accuracy(args.run, checkpoint, *files["train"], "wtrain")))
+        checkpoint = finetune(args.run, out / f"box{f}", training, f, args.epochs, args.batch)
+        scores = [accuracy(args.run, checkpoint, *files["test"], "wtest")["overall"],
+                  accuracy(args.run, checkpoint, *files["train"], "wtrain")["overall"]]
+        if args.with_vqa:
+            scores.append(accuracy(args.run, checkpoint, *vqa_files(args.run, "test"), "test"))
+        rows.append((f, scores))
+    mix = " with the run's VQA training questions" if args.with_vqa else ""
     print(f"grid questions: {counts['train']} train, {counts['test']} test; "
-          f"{args.epochs} epochs from {args.run / 'pretrain'}")
-    for f, test, train in rows:
+          f"{args.epochs} epochs{mix} from {args.run / 'pretrain'}")
+    for f, (test, train, *vqa) in rows:
         label = "VLP's box+class vector" if f == 0 else f"+ box sines at {f} octaves"
         print(f"  box_frequencies {f:2d} ({label}): test {test:.2f}%, train {train:.2f}%")
+        if vqa:
+            types = ", ".join(f"{t} {a:.2f}" for t, a in sorted(vqa[0]["perQuestionType"].items()))
+            print(f"    VQA test questions: {vqa[0]['overall']:.2f}% ({types})")
 
 
 if __name__ == "__main__":

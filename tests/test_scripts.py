@@ -105,3 +105,29 @@ def test_vqa_leaderboard_files_are_written_then_checked(split, subtype):
 def test_vqa_eval_refuses_an_unknown_split():
     with pytest.raises(subprocess.CalledProcessError):
         dry_run("eval_vqa2.sh", SPLIT="test2016")
+
+
+def test_relations_from_scratch_builds_its_inputs_from_toyworld_questions():
+    import importlib.util
+    from argparse import Namespace
+
+    from vlp.data.toyworld.language import tokenize
+
+    spec = importlib.util.spec_from_file_location(
+        "toyworld_relations_from_scratch", SCRIPTS / "toyworld_relations_from_scratch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pairs = mod.questions(60, seed=3, where=True)
+    kinds = [q.kind for _, q in pairs]
+    assert len(pairs) == 60 and set(kinds) == {"position", "where"}
+    assert all(q.kind == "position" for _, q in mod.questions(30, seed=3, where=False))
+    vocab = {w: i + 1 for i, w in enumerate(sorted({w for _, q in pairs for w in tokenize(q.question)}))}
+    category, boxes, words, answer = mod.tensors(pairs, vocab, frequencies=2)
+    assert boxes.shape[-1] == 4 * (1 + 2 * 2)
+    for i, (shapes, q) in enumerate(pairs):
+        assert mod.ANSWERS[answer[i]] == q.answer
+        assert (category[i] > 0).sum() == len(shapes)
+        x1, _, x2, _ = shapes[0].box
+        assert float(boxes[i, 0, 0]) == pytest.approx((x1 + x2) / 2 / mod.IMAGE_SIZE)
+    test, train = mod.run("position+where", Namespace(questions=60, seed=3, box_frequencies=2, steps=5))
+    assert 0.0 <= test <= 1.0 and 0.0 <= train <= 1.0
