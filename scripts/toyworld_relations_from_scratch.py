@@ -14,13 +14,13 @@ Scenes and questions come from ToyWorld's own generator, without answer noise.
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from vlp.data.features import RegionRecord, box_sinusoids
 from vlp.data.toyworld.language import pick, refer, region, tokenize
 from vlp.data.toyworld.scene import COLORS, MAX_OBJECTS, SHAPES, SIZES, sample_scene
 from vlp.data.toyworld.vqa import Question, ask
@@ -69,11 +69,14 @@ def questions(count: int, seed: int, where: bool) -> list:
     return out[:count]
 
 
-def box_input(box, frequencies: int) -> np.ndarray:
-    x1, y1, x2, y2 = (v / IMAGE_SIZE for v in box)
-    v = np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
-    k = (2.0 ** np.arange(frequencies))[:, None] * math.pi * v[None]
-    return np.concatenate([v, np.sin(k).ravel(), np.cos(k).ravel()])
+def box_inputs(shapes, frequencies: int) -> np.ndarray:
+    """[n, 4(1 + 2F)]: the region slot's box sines/cosines (vlp.data.features), exact boxes."""
+    n = len(shapes)
+    record = RegionRecord(boxes=np.array([s.box for s in shapes], np.float32),
+                          features=np.zeros((n, 0), np.float16),
+                          cls_probs=np.zeros((n, 0), np.float16), scores=np.ones(n, np.float32),
+                          image_w=IMAGE_SIZE, image_h=IMAGE_SIZE)
+    return box_sinusoids(record, frequencies)
 
 
 def tensors(pairs: list, vocab: dict[str, int], frequencies: int) -> list[torch.Tensor]:
@@ -83,9 +86,8 @@ def tensors(pairs: list, vocab: dict[str, int], frequencies: int) -> list[torch.
     words = np.zeros((b, TEXT_SLOTS), np.int64)  # 0: padding
     answer = np.zeros(b, np.int64)
     for i, (shapes, q) in enumerate(pairs):
-        for j, s in enumerate(shapes):
-            category[i, j] = CATEGORIES.index(s.category) + 1
-            boxes[i, j] = box_input(s.box, frequencies)
+        category[i, :len(shapes)] = [CATEGORIES.index(s.category) + 1 for s in shapes]
+        boxes[i, :len(shapes)] = box_inputs(shapes, frequencies)
         ids = [vocab[w] for w in tokenize(q.question)]
         words[i, :len(ids)] = ids
         answer[i] = ANSWERS.index(q.answer)
@@ -150,6 +152,9 @@ def main() -> None:
                     choices=["position", "position+where"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.box_frequencies < 1:
+        ap.error(f"--box_frequencies must be 1 or more (the box input is its sines/cosines), "
+                 f"got {args.box_frequencies}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     for mix in args.mix:
         test, train = run(mix, args)
