@@ -11,6 +11,8 @@ the box at N octaves, in a layer of their own that starts fresh), and prints the
 official VQA accuracy on the test and the training grid questions side by side.
 With `--with_vqa` it trains on the main job's own VQA training questions plus the grid
 questions instead, and also scores the main job's VQA test questions, by question type.
+The grid questions (`vlp.data.toyworld.where`) cover ToyWorld's VQA training split
+(Karpathy train + restval) and its test split.
 
     python scripts/toyworld_where_questions.py runs/quickstart [--epochs 4] \\
         [--box_frequencies 0 8] [--with_vqa] [--out runs/quickstart/where]
@@ -22,58 +24,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from vlp.data.toyworld.language import refer, region
-from vlp.data.toyworld.scene import Shape
-from vlp.data.toyworld.vqa import ANSWERS_PER_QUESTION, consensus
+from vlp.data.toyworld.where import write_grid_questions
 from vlp.quickstart import TOY_REGIONS, speed_flags
-
-# Share of the ten human answers that name another shape's cell, as ToyWorld's own noise.
-NOISE = 0.1
-IMAGE_SIZE = 128
-
-
-def grid_questions(scenes: list[dict], split: str, seed: int) -> tuple[dict, dict]:
-    """Official-format questions and annotations: one per shape its scene can name."""
-    rng = np.random.default_rng(seed)
-    questions, annotations = [], []
-    for scene in scenes:
-        if scene["pool"] != "toy" or scene["split"] != split:
-            continue
-        shapes = [Shape(o["shape"], o["color"], o["size"], tuple(o["box"]))
-                  for o in scene["objects"]]
-        for k, shape in enumerate(shapes):
-            name = refer(shape, shapes)
-            if name is None:
-                continue
-            truth = region(shape, IMAGE_SIZE)
-            answers = [{"answer": truth if rng.random() >= NOISE else
-                        region(shapes[int(rng.integers(len(shapes)))], IMAGE_SIZE),
-                        "answer_confidence": "yes", "answer_id": i + 1}
-                       for i in range(ANSWERS_PER_QUESTION)]
-            qid = scene["image_id"] * 100 + k
-            questions.append({"image_id": scene["image_id"], "question": f"Where is the {name}?",
-                              "question_id": qid})
-            annotations.append({"question_id": qid, "image_id": scene["image_id"],
-                                "question_type": "where is the", "answer_type": "other",
-                                "multiple_choice_answer": consensus(answers, truth),
-                                "answers": answers})
-    header = {"info": {}, "license": {}, "data_subtype": split, "task_type": "Open-Ended",
-              "data_type": "toy"}
-    return {**header, "questions": questions}, {**header, "annotations": annotations}
-
-
-def write_split(scenes: list[dict], split: str, out: Path, seed: int) -> tuple[Path, Path]:
-    questions, annotations = grid_questions(scenes, split, seed)
-    q, a = out / f"where_{split}_questions.json", out / f"where_{split}_annotations.json"
-    q.write_text(json.dumps(questions))
-    a.write_text(json.dumps(annotations))
-    return q, a
-
-
-# Grid question ids are image_id * 100 + k; this keeps them apart from VQA's image_id * 1000 + k.
-GRID_ID_OFFSET = 10_000_000
 
 
 def vqa_files(run: Path, split: str) -> tuple[Path, Path]:
@@ -82,20 +34,10 @@ def vqa_files(run: Path, split: str) -> tuple[Path, Path]:
             vqa / f"v2_toy_{split}_annotations.json")
 
 
-def write_mix(run: Path, grid: tuple[Path, Path], out: Path) -> tuple[Path, Path]:
-    """The run's VQA training questions followed by the grid ones, in one pair of files."""
-    written = []
-    for own, extra, key, name in zip(vqa_files(run, "train"), grid, ("questions", "annotations"),
-                                     ("mix_train_questions.json", "mix_train_annotations.json")):
-        data = json.loads(own.read_text())
-        added = json.loads(extra.read_text())[key]
-        data[key] += [{**x, "question_id": x["question_id"] + GRID_ID_OFFSET} for x in added]
-        (out / name).write_text(json.dumps(data))
-        written.append(out / name)
-    return written[0], written[1]
-
-
-def finetune(run: Path, out: Path, files: dict, frequencies: int, epochs: int, batch: int) -> Path:
+def finetune(run: Path, out: Path, training: tuple[list[Path], list[Path]], frequencies: int,
+             epochs: int, batch: int) -> Path:
+    """The run's pretrained checkpoint finetuned on the question files `training`
+    (questions, annotations) with the main job's VQA settings at `frequencies` octaves."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
@@ -103,7 +45,7 @@ def finetune(run: Path, out: Path, files: dict, frequencies: int, epochs: int, b
     precision = json.loads((run / "precision.json").read_text())
     argv = ["--output_dir", str(out), "--model_recover_path", str(pretrained),
             "--do_lower_case", "--do_train", "--tasks", "vqa2", "--head_learning_rate", "1e-3",
-            "--src_file", str(files["train"][0]), "--vqa_annotations", str(files["train"][1]),
+            "--src_file", *map(str, training[0]), "--vqa_annotations", *map(str, training[1]),
             "--image_map", str(run / "toyworld" / "annotations" / "dataset_toy.json"),
             "--features", str(run / "regions.lmdb"), "--new_segment_ids",
             "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
@@ -143,11 +85,12 @@ def main() -> None:
     args = ap.parse_args()
     out = args.out or args.run / "where"
     out.mkdir(parents=True, exist_ok=True)
-    scenes = json.loads((args.run / "toyworld" / "annotations" / "scenes_toy.json").read_text())
-    files = {split: write_split(scenes, split, out, args.seed + i)
+    files = {split: write_grid_questions(args.run / "toyworld", split, out, args.seed + i)
              for i, split in enumerate(("train", "test"))}
     counts = {s: len(json.loads(q.read_text())["questions"]) for s, (q, _) in files.items()}
-    training = {**files, "train": write_mix(args.run, files["train"], out)} if args.with_vqa else files
+    grid_q, grid_a = files["train"]
+    own_q, own_a = vqa_files(args.run, "train") if args.with_vqa else (None, None)
+    training = ([q for q in (own_q, grid_q) if q], [a for a in (own_a, grid_a) if a])
     rows = []
     for f in args.box_frequencies:
         checkpoint = finetune(args.run, out / f"box{f}", training, f, args.epochs, args.batch)

@@ -177,63 +177,12 @@ def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
 WHERE = Path(__file__).parents[1] / "scripts" / "toyworld_where_questions.py"
 
 
-def _where_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("toyworld_where_questions", WHERE)
-    where = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(where)
-    return where
-
-
-def test_grid_questions_name_one_shape_and_are_answered_by_its_cell(tiny_job):
-    import json
-
-    from vlp.data.toyworld.language import refer, region
-    from vlp.data.toyworld.scene import Shape
-
-    where = _where_script()
-    out, _, _ = tiny_job
-    scenes = json.loads((out / "toyworld" / "annotations" / "scenes_toy.json").read_text())
-    questions, annotations = where.grid_questions(scenes, "train", seed=0)
-    assert questions["questions"] and len(questions["questions"]) == len(annotations["annotations"])
-    by_id = {s["image_id"]: s for s in scenes}
-    for q, a in zip(questions["questions"], annotations["annotations"]):
-        scene = by_id[q["image_id"]]
-        assert scene["split"] == "train" and q["question"].startswith("Where is the ")
-        shapes = [Shape(o["shape"], o["color"], o["size"], tuple(o["box"])) for o in scene["objects"]]
-        shape = shapes[q["question_id"] % 100]
-        assert q["question"] == f"Where is the {refer(shape, shapes)}?"
-        assert a["multiple_choice_answer"] == region(shape, 128) and len(a["answers"]) == 10
-
-
-def test_the_grid_questions_join_the_main_jobs_vqa_questions_under_ids_of_their_own(
-        tiny_job, tmp_path):
-    import json
-
-    where = _where_script()
-    out, _, _ = tiny_job
-    scenes = json.loads((out / "toyworld" / "annotations" / "scenes_toy.json").read_text())
-    grid = where.write_split(scenes, "train", tmp_path, seed=0)
-    own_q, own_a, grid_q, mixed_q, mixed_a = (
-        json.loads(p.read_text()) for p in (*where.vqa_files(out, "train"), grid[0],
-                                            *where.write_mix(out, grid, tmp_path)))
-    n = len(own_q["questions"])
-    assert mixed_q["questions"][:n] == own_q["questions"]
-    assert mixed_a["annotations"][:n] == own_a["annotations"]
-    assert [q["question"] for q in mixed_q["questions"][n:]] == [q["question"] for q in grid_q["questions"]]
-    ids = [q["question_id"] for q in mixed_q["questions"]]
-    assert len(set(ids)) == len(ids) == n + len(grid_q["questions"])
-    assert [a["question_id"] for a in mixed_a["annotations"]] == ids
-    assert mixed_q["data_subtype"] == mixed_a["data_subtype"] == "train"
-
-
 def test_the_grid_question_comparison_runs_on_the_main_job(tiny_job, tmp_path):
     import json
 
     out, _, _ = tiny_job
     run = subprocess.run([sys.executable, str(WHERE), str(out), "--epochs", "1", "--batch", "16",
-                          "--box_frequencies", "0", "2", "--out", str(tmp_path)],
+                          "--box_frequencies", "0", "2", "--with_vqa", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     rows = [line for line in run.stdout.splitlines() if "box_frequencies" in line]
@@ -241,5 +190,8 @@ def test_the_grid_question_comparison_runs_on_the_main_job(tiny_job, tmp_path):
     for line in rows:
         test, train = (float(part.split()[-1].rstrip("%")) for part in line.split(":")[1].split(","))
         assert 0.0 <= test <= 100.0 and 0.0 <= train <= 100.0
+    # --with_vqa: the run's own VQA questions joined the training, and are scored by type.
+    vqa = [line for line in run.stdout.splitlines() if "VQA test questions" in line]
+    assert len(vqa) == 2 and all("is the" in line for line in vqa)
     saved = json.loads((tmp_path / "box2" / "model.1" / "config.json").read_text())
     assert saved["region_box_frequencies"] == 2
