@@ -72,7 +72,7 @@ def coco_instances(records: list[ImageRecord], image_size: int, seed: int) -> di
             "annotations": annotations, "categories": CATEGORIES}
 
 
-def _vqa_header(split: str, seed: int) -> dict:
+def vqa_header(split: str, seed: int) -> dict:
     # The official VQA API copies these five keys from the question/annotation files.
     return {"info": info(f"VQA {split}", seed), "license": LICENSES[0],
             "task_type": "Open-Ended", "data_type": "toyworld", "data_subtype": split}
@@ -91,7 +91,7 @@ def vqa(records: list[ImageRecord], split: str, seed: int) -> tuple[dict, dict]:
                 "question_type": q.question_type, "answer_type": q.answer_type,
                 "multiple_choice_answer": consensus(answers, q.answer), "answers": answers,
             })
-    header = _vqa_header(split, seed)
+    header = vqa_header(split, seed)
     return {**header, "questions": questions}, {**header, "annotations": annotations}
 
 

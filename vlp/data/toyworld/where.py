@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlp.data.toyworld.formats import VQA_SPLIT
+from vlp.data.toyworld.formats import VQA_SPLIT, vqa_header
 from vlp.data.toyworld.generate import MANIFEST
 from vlp.data.toyworld.language import refer, region
 from vlp.data.toyworld.scene import Shape
@@ -30,10 +30,6 @@ ID_OFFSET = 100_000_000
 NOISE = 0.1
 
 
-def scene_shapes(scene: dict) -> list[Shape]:
-    return [Shape(o["shape"], o["color"], o["size"], tuple(o["box"])) for o in scene["objects"]]
-
-
 def grid_questions(scenes: list[dict], split: str, seed: int, image_size: int,
                    noise: float = NOISE) -> tuple[dict, dict]:
     """Official-format questions and annotations for the ToyWorld scenes of VQA split
@@ -43,7 +39,8 @@ def grid_questions(scenes: list[dict], split: str, seed: int, image_size: int,
     for scene in scenes:
         if scene["pool"] != "toy" or VQA_SPLIT[scene["split"]] != split:
             continue
-        shapes = scene_shapes(scene)
+        shapes = [Shape(o["shape"], o["color"], o["size"], tuple(o["box"]))
+                  for o in scene["objects"]]
         for k, shape in enumerate(shapes):
             name = refer(shape, shapes)
             if name is None:
@@ -60,8 +57,7 @@ def grid_questions(scenes: list[dict], split: str, seed: int, image_size: int,
                                 "question_type": QUESTION_TYPE, "answer_type": "other",
                                 "multiple_choice_answer": consensus(answers, truth),
                                 "answers": answers})
-    header = {"info": {}, "license": {}, "data_subtype": split, "task_type": "Open-Ended",
-              "data_type": "toy"}
+    header = vqa_header(split, seed)
     return {**header, "questions": questions}, {**header, "annotations": annotations}
 
 
