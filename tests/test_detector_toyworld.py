@@ -28,6 +28,7 @@ def test_tiny_detector_then_every_image_extracted(world, tmp_path):
     assert len(stems) == 18 and result["images"] == 18
     assert (result["feature_dim"], result["num_classes"]) == (256, 37)
     assert TOY_SETTINGS.min_boxes <= result["mean_boxes"] <= TOY_SETTINGS.max_boxes
+    assert 0.0 <= result["scenes_matched"] <= 1.0
     with open_store(result["store"]) as store:
         assert sorted(store) == stems
         record = store[stems[0]]

@@ -108,15 +108,11 @@ def test_vqa_eval_refuses_an_unknown_split():
 
 
 def test_relations_from_scratch_builds_its_inputs_from_toyworld_questions():
-    import importlib.util
     from argparse import Namespace
 
     from vlp.data.toyworld.language import tokenize
 
-    spec = importlib.util.spec_from_file_location(
-        "toyworld_relations_from_scratch", SCRIPTS / "toyworld_relations_from_scratch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("toyworld_relations_from_scratch")
     pairs = mod.questions(60, seed=3, where=True)
     kinds = [q.kind for _, q in pairs]
     assert len(pairs) == 60 and set(kinds) == {"position", "where"}
@@ -131,3 +127,67 @@ def test_relations_from_scratch_builds_its_inputs_from_toyworld_questions():
         assert float(boxes[i, 0, 0]) == pytest.approx((x1 + x2) / 2 / mod.IMAGE_SIZE)
     test, train = mod.run("position+where", Namespace(questions=60, seed=3, box_frequencies=2, steps=5))
     assert 0.0 <= test <= 1.0 and 0.0 <= train <= 1.0
+
+
+def _script(name: str):
+    """A script under scripts/ as a module (registered, as its dataclasses need)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _store_of_scenes(path, scenes, class_names, keep=lambda objects: objects):
+    import numpy as np
+
+    from vlp.data.features import RegionRecord, create_store
+
+    with create_store(path) as out:
+        for s in scenes:
+            objects = keep(s["objects"])
+            probs = np.zeros((len(objects), len(class_names)), dtype=np.float16)
+            for k, o in enumerate(objects):
+                probs[k, class_names.index(f"{o['size']} {o['color']} {o['shape']}")] = 1.0
+            out.put(Path(s["file_name"]).stem, RegionRecord(
+                boxes=np.array([o["box"] for o in objects], dtype=np.float32).reshape(-1, 4),
+                features=np.zeros((len(objects), 4), dtype=np.float16), cls_probs=probs,
+                scores=np.ones(len(objects), dtype=np.float32), image_w=128, image_h=128))
+
+
+def test_region_answers_get_every_question_from_exact_regions_and_miss_a_dropped_shape(tmp_path):
+    import json
+
+    from vlp.data.toyworld import ToyWorldConfig, generate
+    from vlp.data.toyworld.scene import COLORS, SHAPES, SIZES
+    from vlp.eval.vqa_score import score_files
+
+    mod = _script("toyworld_region_answers")
+    run = tmp_path / "run"
+    generate(run / "toyworld", ToyWorldConfig(images=40, pretrain_images=2, seed=5), progress=False)
+    names = ["__background__"] + [f"{z} {c} {s}" for z in SIZES for c in COLORS for s in SHAPES]
+    (run / "detector").mkdir()
+    (run / "detector" / "detector.json").write_text(json.dumps({"class_names": names}))
+    scenes = json.loads((run / "toyworld" / "annotations" / "scenes_toy.json").read_text())
+    vqa = run / "toyworld" / "annotations" / "vqa"
+    files = (vqa / "v2_OpenEnded_toy_train_questions.json", vqa / "v2_toy_train_annotations.json")
+
+    def scores(results):
+        (tmp_path / "results.json").write_text(json.dumps(results))
+        return score_files(tmp_path / "results.json", *files)
+
+    _store_of_scenes(run / "regions.lmdb", scenes, names)
+    exact = scores(mod.region_answers(run, "train"))
+    assert exact.overall == 100.0 and len(exact.per_question_type) == 5
+
+    # A detector that misses the last shape of each scene with more than one gets
+    # counts (and more) wrong.
+    _store_of_scenes(run / "missed.lmdb", scenes, names,
+                     keep=lambda objects: objects[:-1] if len(objects) > 1 else objects)
+    (run / "regions.lmdb").rename(run / "exact.lmdb")
+    (run / "missed.lmdb").rename(run / "regions.lmdb")
+    missed = scores(mod.region_answers(run, "train"))
+    assert missed.per_question_type["how many"] < 90.0 and missed.overall < 80.0

@@ -58,8 +58,9 @@ def features_stage(ctx: Context) -> str:
     result = extract_toyworld(ctx.out / "toyworld", Path(ctx.results["detector"]["checkpoint"]),
                               ctx.out / "regions.lmdb", ctx.tiny)
     ctx.results["features"] = result
-    return (f"{result['images']} images, {result['mean_boxes']:.1f} regions each, "
-            f"{result['feature_dim']}-d features, {result['num_classes']} classes")
+    return (f"{result['images']} images, {result['mean_boxes']:.1f} regions each (one per "
+            f"shape in {100 * result['scenes_matched']:.2f}%), {result['feature_dim']}-d "
+            f"features, {result['num_classes']} classes")
 
 
 # Regions per image in the ToyWorld store (the extraction keeps at most 12).
