@@ -88,6 +88,12 @@ def extract_toyworld(toyworld_dir: Path, detector_dir: Path, store_path: Path,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def region_categories(record, class_names: list[str]) -> list[str]:
+    """Each region's most likely foreground class ("small red circle")."""
+    labels = record.cls_probs[:, 1:].astype(np.float32).argmax(axis=1) + 1
+    return [class_names[k] for k in labels.tolist()]
+
+
 def scenes_matched(scenes: list[dict], store, class_names: list[str],
                    min_iou: float = 0.5) -> float:
     """Fraction of the drawn scenes whose regions are exactly their shapes: as many regions
@@ -107,8 +113,8 @@ def scenes_matched(scenes: list[dict], store, class_names: list[str],
         iou = box_iou(torch.tensor([o["box"] for o in objects], dtype=torch.float32),
                       torch.from_numpy(record.boxes))
         best_iou, best = iou.max(dim=1)
-        labels = record.cls_probs[:, 1:].astype(np.float32).argmax(axis=1) + 1
-        names = [class_names[labels[k]] for k in best.tolist()]
+        categories = region_categories(record, class_names)
+        names = [categories[k] for k in best.tolist()]
         hits += (len(set(best.tolist())) == len(objects) and bool((best_iou >= min_iou).all())
                  and names == [f"{o['size']} {o['color']} {o['shape']}" for o in objects])
     return hits / max(len(scenes), 1)

@@ -18,8 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from feature_extraction.toyworld import region_categories
 from vlp.data.features import open_store
 from vlp.data.toyworld.language import PLURALS
 from vlp.data.toyworld.scene import COLORS, SHAPES, SIZES
@@ -39,10 +38,10 @@ class Seen:
 
 
 def regions_as_scene(record, class_names: list[str]) -> list[Seen]:
-    labels = record.cls_probs[:, 1:].astype(np.float32).argmax(axis=1) + 1
     seen = []
-    for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), labels.tolist()):
-        size, color, shape = class_names[label].split()
+    for (x1, y1, x2, y2), category in zip(record.boxes.tolist(),
+                                          region_categories(record, class_names)):
+        size, color, shape = category.split()
         seen.append(Seen(size, color, shape, (x1 + x2) / 2, (y1 + y2) / 2))
     return seen
 
