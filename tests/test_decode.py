@@ -1,4 +1,5 @@
-"""Decoding: cache vs recompute, beam vs greedy, constraints, padding, sampling."""
+"""Decoding: cache vs recompute, beam vs greedy, constraints, padding, sampling, scoring
+given captions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vlp.decode import CaptionGenerator, SearchSettings, beam_search, greedy
+from vlp.decode import CaptionGenerator, SearchSettings, beam_search, caption_log_probs, greedy
 from vlp.decode.processors import NoRepeatNgram
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP, VLPConfig
@@ -45,6 +46,29 @@ def test_cache_and_recompute_give_the_same_captions_and_scores(beam):
     assert [h.tokens for h in a] == [h.tokens for h in b]
     assert all(abs(x.score - y.score) <= 1e-5 for x, y in zip(a, b))
     assert any(len(h.tokens) > 2 for h in a)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_caption_scored_token_by_token_gets_the_score_its_search_gave(use_cache):
+    model = tiny_model(seed=3)
+    gen = CaptionGenerator(model, SearchSettings(eos_id=EOS, max_length=10), use_cache=use_cache)
+    hyps = gen.generate(*regions())
+
+    def score(rows):
+        lengths = torch.tensor([len(r) for r in rows])
+        tokens = torch.full((len(rows), int(lengths.max())), 7)  # 7: padding, never scored
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)] = torch.tensor(r)
+        with torch.no_grad():
+            return caption_log_probs(gen._steps(*regions()), tokens, lengths), lengths
+
+    full, _ = score([h.tokens + [EOS] if h.finished else h.tokens for h in hyps])
+    assert all(math.isclose(float(full[i].sum()), h.score, abs_tol=1e-5)
+               for i, h in enumerate(hyps))
+    cut, lengths = score([h.tokens[:n] for h, n in zip(hyps, (9, 6, 3))])
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.allclose(cut[i, :n], full[i, :n], atol=1e-5)
+        assert float(cut[i, n:].abs().sum()) == 0.0 and (cut[i, :n] < 0).all()
 
 
 def test_beam_one_is_greedy():

@@ -1,13 +1,21 @@
-"""`vlp decode` on a trained tiny run: results files, cache vs recompute, globs, bad input."""
+"""`vlp decode` on a trained tiny run: results files, cache vs recompute, globs, bad input,
+the references' grounding figures."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
 from train_fixtures import captions_json, make_inputs, train_argv
 from vlp.cli.decode import main as decode_main
+from vlp.data.captions import Caption, read_captions
+from vlp.data.features import open_store
+from vlp.data.tokens import load_tokenizer
+from vlp.errors import VLPError
+from vlp.eval.grounding import other_images, score_references
+from vlp.model import UnifiedVLP
 from vlp.train.main import main as train_main
 
 
@@ -66,3 +74,47 @@ def test_metrics_are_written_beside_the_results(trained, tmp_path):
     metrics = json.loads((tmp_path / "model.2.train.beam1.metrics.json").read_text())
     assert {"CIDEr", "Bleu_4", "ROUGE_L"} <= metrics.keys()
     assert all(0.0 <= metrics[k] for k in ("CIDEr", "Bleu_4", "ROUGE_L"))
+
+
+def test_grounding_scores_every_reference_token_with_own_and_other_regions(trained, tmp_path):
+    inputs, run = trained
+    assert decode_main(decode_argv(inputs, run / "model.2", tmp_path, "--grounding")) == 0
+    g = json.loads((tmp_path / "model.2.train.grounding.json").read_text())
+    # 8 images x 2 captions of 6 words, cut to 5 words + [SEP] by --max_tgt_length 6.
+    assert (g["captions"], g["tokens"], g["truncated"]) == (16, 96, 16)
+    assert g["own"] < 0 and g["other"] < 0 and g["own"] != g["other"]
+    assert g["gain"] == pytest.approx(g["own"] - g["other"])
+
+
+def test_a_model_blind_to_its_regions_gains_nothing_from_them(trained):
+    inputs, run = trained
+    model = UnifiedVLP.from_pretrained(run / "model.2").train()
+    captions = read_captions([inputs["src"]], ("train",))
+    tokenizer = load_tokenizer(run / "model.2")
+    # Four regions of every image (the store's have five or four), so the other image
+    # differs only in what its regions show.
+    with open_store(inputs["features"]) as store:
+        torch.manual_seed(0)
+        with torch.no_grad():  # livelier than the tiny run, which learnt random captions
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+        seeing = score_references(model, captions, store, tokenizer, regions=4, max_length=8)
+        with torch.no_grad():
+            for p in model.region.parameters():
+                p.zero_()
+        blind = score_references(model, captions, store, tokenizer, regions=4, max_length=8)
+    assert abs(seeing.gain) > 1e-3
+    assert blind.gain == pytest.approx(0.0, abs=1e-6)
+    assert model.training  # scored in eval mode, handed back as it came
+
+
+def test_another_image_is_always_a_different_one():
+    keys = ["a", "a", "b", "c", "b", "d"]
+    other = other_images(keys)
+    assert set(other) == set(other.values()) == set(keys)
+    assert all(k != v for k, v in other.items())
+    assert other_images(["x", "y", "x"]) == {"x": "y", "y": "x"}
+    with pytest.raises(VLPError, match="two images or more"):
+        other_images(["x", "x"])
+    with pytest.raises(VLPError, match="two images or more"):
+        score_references(None, [Caption("x", 1, "a red circle")], {}, None, regions=4)

@@ -121,11 +121,14 @@ def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, st
     for stage in ("caption", "scst"):
         metrics = results.get(stage, {}).get("metrics") or {}
         if metrics:
+            gain = (metrics.get("grounding") or {}).get("gain", "")
             metric_rows.append([stage] + [_fmt(metrics.get(k, "")) for k in
-                                          ("BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")])
+                                          ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")]
+                               + [_fmt(gain)])
     if metric_rows:
         parts.append("<h2>Caption metrics (test split, beam 3)</h2>" + _table(
-            ["model", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"], metric_rows))
+            ["model", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE",
+             "image worth (nats/token)"], metric_rows))
     vqa = results.get("vqa", {}).get("metrics")
     if vqa:
         per_type = sorted(vqa["perAnswerType"].items())

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--no_java", action="store_true",
                    help="score with the pure-Python tokenizer and metrics")
     m.add_argument("--no_eval", action="store_true", help="write results only")
+    m.add_argument("--grounding", action="store_true",
+                   help="also score the split's reference captions with their own images' "
+                   "regions and with another image's: the nats per token the image is worth")
     m.add_argument("--num_workers", type=int_at_least(0), default=2)
     m.add_argument("--no_cuda", action="store_true")
     m.add_argument("--no_progress", action="store_true")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from vlp.decode.search import Hypothesis, Samples, SearchSettings, beam_search, greedy, sample
+from vlp.decode.search import (Hypothesis, Samples, SearchSettings, beam_search, caption_log_probs,
+                               greedy, sample)
 from vlp.model.decoding import decoding_steps
 
 
@@ -47,4 +48,4 @@ class CaptionGenerator:
 
 
 __all__ = ["CaptionGenerator", "Hypothesis", "Samples", "SearchSettings", "beam_search",
-           "greedy", "sample"]
+           "caption_log_probs", "greedy", "sample"]

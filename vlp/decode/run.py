@@ -91,8 +91,34 @@ def decode(args) -> list[dict]:
         generator = CaptionGenerator(model, settings(args, tokenizer, model.config),
                                      use_cache=not args.no_kv_cache)
         results = caption_images(generator, images, store, args, device, tokenizer)
-        summaries.append(write_outputs(args, path, results))
+        summary = write_outputs(args, path, results)
+        if args.grounding:
+            summary["grounding"] = score_grounding(args, path, model, store, present,
+                                                   tokenizer, device)
+        summaries.append(summary)
     return summaries
+
+
+def score_grounding(args, checkpoint: Path, model, store, present, tokenizer, device) -> dict:
+    """--grounding: the split's reference captions scored with their images' regions and
+    with another image's (vlp.eval.grounding), written beside the results."""
+    from vlp.data.captions import read_captions
+    from vlp.eval.grounding import score_references
+    from vlp.train.precision import autocast, choose
+
+    valid = read_valid_jpgs(args.file_valid_jpgs) if args.file_valid_jpgs else None
+    captions = [c for c in read_captions([args.src_file], (args.split,), valid)
+                if c.image_key in present]
+    with autocast(choose(False, args.fp16 or args.amp, device), device):
+        # Scoring keeps no beams: rows of a larger batch cost little more than a small one's.
+        g = score_references(model, captions, store, tokenizer, args.len_vis_input,
+                             args.box_norm, args.max_tgt_length, max(args.batch_size, 128),
+                             device, progress=not args.no_progress)
+    out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent
+    path = out_dir / f"{checkpoint.name}.{args.split}.grounding.json"
+    path.write_text(json.dumps(g.as_dict(), indent=2) + "\n")
+    print(f"  {g.summary()} -> {path}")
+    return g.as_dict()
 
 
 def caption_images(generator, images, store, args, device, tokenizer) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Search strategies over decoding steps: greedy, beam search (VLP's), sampling.
+"""Search strategies over decoding steps: greedy, beam search (VLP's), sampling, and
+scoring given captions token by token.
 
 `steps` is anything with `step(prev_tokens | None) -> logits [rows, vocab]` and
 `reorder(index)` (vlp.model.decoding's CachedSteps / FullSteps). The strategies know
@@ -178,6 +179,18 @@ def sample(steps, rows: int, s: SearchSettings, temperature: float = 1.0, top_k:
     lengths = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1,
                           torch.full_like(out[:, 0], out.shape[1]))
     return Samples(out, torch.stack(log_probs, 1), lengths)
+
+
+def caption_log_probs(steps, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each given token's log-probability after the tokens before it, through the steps
+    the searches take: `tokens` [rows, T] (row i's end token at lengths[i] - 1, anything
+    after it) -> [rows, T], 0 past each row's length. Runs under the caller's grad mode."""
+    out, prev = [], None
+    for t in range(tokens.shape[1]):
+        out.append(_log_probs(steps.step(prev)).gather(1, tokens[:, t:t + 1]).squeeze(1))
+        prev = tokens[:, t]
+    live = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+    return torch.stack(out, 1).masked_fill(~live, 0.0)
 
 
 def _filter(lprobs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
