@@ -76,3 +76,31 @@ def test_output_layer_is_the_word_embedding_matrix():
     unused[b["text_ids"].flatten()] = False
     unused[[0, 1, 2, 3]] = False
     assert grad[unused].abs().sum() > 0
+
+
+def test_loss_is_the_mean_over_real_predictions_not_over_examples():
+    """One example predicts 1 token, the other 3: VLP averages the 4 predictions."""
+    torch.manual_seed(0)
+    cfg = config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = UnifiedVLP(cfg).eval()
+    b = dict(text_ids=torch.randint(10, 1000, (2, 30)), text_lengths=torch.tensor([3, 30]),
+             region_features=torch.randn(2, 2, 8), region_locations=torch.rand(2, 2, 8),
+             num_regions=torch.tensor([2, 1]))
+    s2s = torch.tensor([True, False])
+    with torch.no_grad():
+        loss = model.pretraining_loss(**b, s2s=s2s, generator=torch.Generator().manual_seed(5))
+        masked = mask_text(b["text_ids"], b["text_lengths"], cfg, torch.Generator().manual_seed(5))
+        assert masked.weights.sum(1).tolist() == [1, 3]
+        hidden = model(masked.input_ids, b["text_lengths"], b["region_features"],
+                       b["region_locations"], b["num_regions"], s2s)
+        per_token = []
+        for i in range(2):
+            for j in masked.positions[i][masked.weights[i]].tolist():
+                logits = model.mlm_logits(hidden[i, 2 + 2 + j])
+                per_token.append(torch.nn.functional.cross_entropy(logits[None],
+                                                                   b["text_ids"][i, j][None]))
+    expected = torch.stack(per_token)
+    assert torch.allclose(loss["loss"], expected.mean(), atol=1e-5)
+    # Averaging per example first would weigh the lone prediction as much as the three.
+    per_example = (expected[0] + expected[1:].mean()) / 2
+    assert not torch.allclose(expected.mean(), per_example, atol=1e-3)

@@ -133,3 +133,17 @@ def test_cached_step_by_step_encoding_equals_the_full_seq2seq_pass():
     assert torch.allclose(swapped, plain[[1, 0]], atol=1e-6)
     assert not torch.allclose(plain[0], plain[1], atol=1e-3)
     assert len(cache) == emb.shape[1] + 1
+
+
+def test_each_example_draws_its_objective_with_s2s_prob():
+    from vlp.model import draw_objectives
+
+    g = torch.Generator().manual_seed(0)
+    draws = draw_objectives(10_000, 0.75, generator=g)
+    # 10k draws: the share's standard deviation is 0.0043.
+    assert draws.dtype == torch.bool and abs(draws.float().mean().item() - 0.75) < 0.015
+    # Examples draw apart: neighbours agree as often as two independent draws would.
+    agree = (draws[1:] == draws[:-1]).float().mean().item()
+    assert abs(agree - (0.75 ** 2 + 0.25 ** 2)) < 0.02
+    assert draw_objectives(100, 1.0, generator=g).all()
+    assert not draw_objectives(100, 0.0, generator=g).any()

@@ -80,6 +80,7 @@ def test_paper_hyperparameters():
     (_, cc), *_ = [parse(c) for c in dry_run("pretrain_cc.sh")]
     assert (cc.learning_rate, cc.train_batch_size, cc.num_train_epochs) == (1e-4, 64, 30)
     assert (cc.s2s_prob, cc.bi_prob, cc.dataset) == (0.75, 0.25, "cc")
+    assert cc.region_fc7.endswith("/detectron_weights")
     (_, scst), *_ = [parse(c) for c in dry_run("scst_coco.sh")]
     assert scst.scst and scst.learning_rate == 1e-6 and scst.train_batch_size == 16
     (_, dec), = [parse(c) for c in dry_run("decode_coco.sh", SPLIT="val")]

@@ -43,12 +43,12 @@ class VLPConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     # Regions: feature dim D, detector classes C (background included), the most
-    # regions per image, and the width of the feature MLP's hidden layer (D in VLP's
-    # BUTD setting, where its first layer starts from the detector's fc7).
+    # regions per image, and the width of the feature MLP's hidden layer. None means D,
+    # VLP's BUTD setting, where that layer starts from the detector's fc7.
     region_feature_dim: int = 2048
     region_classes: int = 1601
     max_regions: int = 100
-    region_hidden_size: int = 2048
+    region_hidden_size: int | None = None
     # Sine/cosine features of each box's centre and size at this many octaves, through a
     # Linear -> ReLU of their own into the region slot; 0 (VLP) gives the slot only the
     # box+class vector.
@@ -66,6 +66,8 @@ class VLPConfig:
     bi_prob: float = 0.0
 
     def __post_init__(self):
+        if self.region_hidden_size is None:
+            self.region_hidden_size = self.region_feature_dim
         self.validate()
 
     @property

@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="give region slots sine/cosine features of the box at this many "
                         "octaves (0: VLP's box+class vector only; default: the checkpoint's, "
                         "0 for a new model); a checkpoint without them gets a fresh layer")
+    g.add_argument("--region_fc7", default=None, metavar="DIR",
+                   help="start the first region layer from the BUTD detector's fc7 "
+                   "(VLP's detectron_weights/ with fc7_w.pkl and fc7_b.pkl), as VLP did for "
+                   "its fc6 region features; only a model whose region layers are new")
     g.add_argument("--mask_prob", type=probability, default=None,
                    help="share of text tokens masked (default 0.15; vqa2: none)")
     g.add_argument("--max_pred", type=int_at_least(0), default=None,

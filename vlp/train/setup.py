@@ -102,20 +102,23 @@ def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
     objective = dict(mask_prob=args.mask_prob, max_pred=max(args.max_pred, 1),
                      s2s_prob=args.s2s_prob, bi_prob=args.bi_prob)
     source = resume_dir or (Path(args.model_recover_path) if args.model_recover_path else None)
+    new_regions = True  # whether the region layers start here rather than from a checkpoint
     if source is not None and source.is_dir() and _is_vlp_dir(source):
-        model = UnifiedVLP.from_pretrained(source)
+        model, new_regions = UnifiedVLP.from_pretrained(source), False
     elif source is not None and source.is_dir():
         model = UnifiedVLP.from_pretrained_bert(source, **new_parts, **objective)
     elif source is not None:
         from vlp.model.convert import from_vlp_bin
 
-        model = from_vlp_bin(UnifiedVLP, source)
+        model, new_regions = from_vlp_bin(UnifiedVLP, source), False
     elif args.from_scratch:
         from vlp.model.convert import hf_bert_config
 
         model = UnifiedVLP(hf_bert_config(Path(args.bert_model), {**new_parts, **objective}))
     else:
         model = UnifiedVLP.from_pretrained_bert(args.bert_model, **new_parts, **objective)
+    if args.region_fc7 and new_regions:
+        start_from_fc7(model, args.region_fc7)
     model.config = model.config.replace(**objective)
     if args.box_frequencies is not None:
         model = with_box_frequencies(model, args.box_frequencies, resume_dir, source)
@@ -123,6 +126,18 @@ def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
         model.set_dropout(args.drop_prob)
     check_fit(model.config, dims, args, source)
     return model
+
+
+def start_from_fc7(model: UnifiedVLP, directory: str) -> None:
+    """VLP's start of the first region layer: the BUTD detector's fc7 (a resumed run or a
+    trained checkpoint already has its own region layers, so there it does nothing)."""
+    from vlp.model.fc7 import read_detectron_fc7
+
+    weight, bias = read_detectron_fc7(directory)
+    try:
+        model.region.init_from_fc7(weight, bias)
+    except VLPError as err:
+        raise VLPError(f"--region_fc7 {directory}: {err}") from None
 
 
 def with_box_frequencies(model: UnifiedVLP, frequencies: int, resume_dir: Path | None,
