@@ -123,3 +123,14 @@ def test_the_bf16_speedup_is_measured_on_this_cpu():
     assert 0.01 < speedup < 100
 
 
+
+
+def test_bf16_on_a_gpu_without_it_is_an_error_naming_the_gpu(monkeypatch):
+    from vlp.errors import VLPError
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100-SXM2-16GB")
+    with pytest.raises(VLPError, match="--bf16: Tesla V100-SXM2-16GB has no bfloat16; use --fp16"):
+        precision.choose(True, False, torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.choose(True, False, torch.device("cuda", 0)) == "bf16"

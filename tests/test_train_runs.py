@@ -230,6 +230,14 @@ def test_corrupt_or_foreign_checkpoint_is_an_error_not_a_fresh_start(inputs, tmp
     code, err = run_cli(with_batch(train_argv(inputs, other, "--num_train_epochs", "2"), 4), capsys)
     assert code == 2 and "--train_batch_size 4 (checkpoint: 8)" in err
 
+    # Optimizer state of other trainable parameters (a head trained then, frozen now).
+    state_file = other / "model.1" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"].append(10_000)
+    torch.save(state, state_file)
+    code, err = run_cli(train_argv(inputs, other, "--num_train_epochs", "2"), capsys)
+    assert code == 2 and "optimizer state does not fit the parameters trained here" in err
+
     (other / "model.1" / "trainer_state.json").write_text("{not json")
     code, err = run_cli(train_argv(inputs, other, "--num_train_epochs", "2"), capsys)
     assert code == 2 and "trainer_state.json" in err

@@ -101,3 +101,31 @@ def test_masking_only_when_asked_and_head_size_checked(trained, tmp_path, capsys
         args = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "d")))
         args.vqa_annotations = [str(files["annotations"])] * 2
         load_questions(args)
+
+
+def test_two_ranks_by_hand_equal_one_process(tmp_path):
+    """The VQA task leaves the masked-LM head unused: DDP must still finish each step."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from test_train_runs import free_port
+
+    inputs = make_inputs(tmp_path, images=8)
+    files = vqa_files(tmp_path, inputs["features"], 8)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train_main(vqa_argv(inputs, files, one, "--num_train_epochs", "2")) == 0
+    argv = vqa_argv(inputs, files, two, "--num_train_epochs", "2")
+    argv[argv.index("--train_batch_size") + 1] = "4"
+    url = ["--world_size", "2", "--dist_url", f"tcp://127.0.0.1:{free_port()}"]
+    procs = [subprocess.Popen([sys.executable, "-m", "vlp.run_img2txt_dist", *argv,
+                               "--local_rank", str(r), "--global_rank", str(r), *url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    a, b = (load_file(run / "model.2" / "model.safetensors") for run in (one, two))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6

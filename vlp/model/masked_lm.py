@@ -39,13 +39,16 @@ class MaskDraws:
     @classmethod
     def sample(cls, batch: int, text_slots: int, predictions: int, vocab_size: int,
                device=None, generator: torch.Generator | None = None) -> "MaskDraws":
+        # Drawn where the generator lives (a CPU generator may serve a CUDA batch).
+        where = generator.device if generator is not None else device
+
         def uniform(*shape):
-            return torch.rand(*shape, device=device, generator=generator)
+            return torch.rand(*shape, device=where, generator=generator).to(device)
 
         order = uniform(batch, text_slots)
         kind, coin = uniform(batch, predictions), uniform(batch, predictions)
-        random_ids = torch.randint(vocab_size, (batch, predictions), device=device,
-                                   generator=generator)
+        random_ids = torch.randint(vocab_size, (batch, predictions), device=where,
+                                   generator=generator).to(device)
         return cls(order, kind, coin, random_ids)
 
 

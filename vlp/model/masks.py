@@ -30,7 +30,8 @@ def draw_objectives(batch_size: int, s2s_prob: float, device=None,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """[B] bool, True where an example trains seq2seq (VLP's --s2s_prob) rather than
     bidirectional (--bi_prob = 1 - s2s_prob)."""
-    return torch.rand(batch_size, device=device, generator=generator) < s2s_prob
+    where = generator.device if generator is not None else device
+    return (torch.rand(batch_size, device=where, generator=generator) < s2s_prob).to(device)
 
 
 def _blocks(num_regions: torch.Tensor, text_lengths: torch.Tensor, slots: int, text_slots: int):

@@ -54,7 +54,9 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # Only this process's own GPU (the current device): a resumed rank may see another
+        # set of GPUs, and its dropout stream must follow the rank, not a GPU index.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -66,7 +68,10 @@ def set_rng_state(state: dict) -> None:
                          "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # every visible GPU's, as earlier versions saved
+            cuda = cuda[torch.cuda.current_device() % len(cuda)]
+        torch.cuda.set_rng_state(cuda)
 
 
 def _as_python_state(value):

@@ -51,13 +51,20 @@ def from_env_or_flags(local_rank: int = -1, global_rank: int = -1, world_size: i
                        "when ranks are given by hand (or launch with torchrun)")
     if not dist_url:
         raise VLPError("--dist_url is needed with --world_size > 1 (e.g. tcp://HOST:PORT)")
+    if local_rank < 0:
+        raise VLPError("--local_rank is needed with --world_size > 1 when ranks are given by "
+                       "hand (the GPU index on its machine; or launch with torchrun)")
     return DistInfo(global_rank, max(local_rank, 0), world_size, dist_url)
 
 
 def device_for(info: DistInfo, no_cuda: bool = False) -> torch.device:
+    """This process's GPU: local rank L takes GPU L of those it sees, or GPU L mod the
+    count where a scheduler shows each process fewer GPUs than there are local ranks
+    (each process sees only its own under Slurm's --gpus-per-task 1)."""
     if torch.cuda.is_available() and not no_cuda:
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
+        index = info.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 

@@ -194,7 +194,12 @@ class Trainer:
         distributed.barrier()
 
     def load(self, training: dict) -> None:
-        self.optimizer.load_state_dict(training["optimizer"])
+        try:
+            self.optimizer.load_state_dict(training["optimizer"])
+        except ValueError as err:  # parameter groups of another size
+            raise VLPError(f"the checkpoint's optimizer state does not fit the parameters "
+                           f"trained here ({err}); start from its weights with "
+                           "--model_recover_path and another --output_dir") from None
         self.scheduler.load_state_dict(training["scheduler"])
         self.scaler.load_state_dict(training["scaler"])
         rng = training["rng"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from vlp.train import checkpoint, distributed, optim, precision as amp, setup, v
 from vlp.train.args import build_parser, check
 from vlp.train.log import MetricsLog, text_logger
 from vlp.train.loop import LoopSettings, Trainer
-from vlp.train.tasks import MaskedLMTask
+from vlp.train.tasks import MaskedLMTask, freeze_unused
 
 
 def main(argv: list[str] | None = None, prog: str = "vlp train") -> int:
@@ -56,6 +57,10 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     logger = text_logger(output_dir, args.log_file, info.rank)
     say = _printer(info, logger)
     if args.deterministic:
+        if device.type == "cuda":
+            # cuBLAS refuses deterministic mode without a fixed workspace; this must be set
+            # before its first matrix product, which comes later in the run.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     if info.is_main:
         checkpoint.clean_partial(output_dir)
@@ -119,6 +124,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     total = args.max_steps or steps_per_epoch * args.num_train_epochs
 
     task = build_task(args, model, tokenizer, references, output_dir, info).to(device)
+    freeze_unused(task)
     wrapped = task
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel

@@ -15,11 +15,16 @@ import warnings
 
 import torch
 
+from vlp.errors import VLPError
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def choose(bf16: bool, fp16: bool, device: torch.device) -> str:
     if bf16:
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise VLPError(f"--bf16: {torch.cuda.get_device_name(device)} has no bfloat16; "
+                           "use --fp16 (float16 with loss scaling) on this GPU")
         if device.type == "cpu" and (speedup := cpu_bf16_speedup()) < 1:
             warnings.warn(f"--bf16: bfloat16 matrix products run {speedup:.2f}x as fast as "
                           "float32 on this CPU (no AMX), so bfloat16 autocast slows training "

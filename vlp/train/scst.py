@@ -95,6 +95,8 @@ class ScstTask(nn.Module):
     """Samples `samples` captions per image in train mode (K/V cache, graph kept), rewards
     them, and returns the policy-gradient loss with the reward figures."""
 
+    unused_parts = ("vqa_head",)
+
     def __init__(self, model, tokenizer, reward: CiderReward | None, settings: SearchSettings,
                  baseline: str = "greedy", samples: int = 1, vlp_compat: bool = False):
         super().__init__()

@@ -8,9 +8,21 @@ from torch import nn
 from vlp.model import MaskDraws, UnifiedVLP
 
 
+def freeze_unused(task: nn.Module) -> None:
+    """Freeze the model's parts that the task's loss never reaches (`task.unused_parts`:
+    the masked-LM head in VQA, the VQA head in captioning). DDP would otherwise wait for
+    their gradients forever, and AdamW left them as they were anyway, having none."""
+    for name in task.unused_parts:
+        part = getattr(task.model, name, None)
+        if part is not None:
+            part.requires_grad_(False)
+
+
 class MaskedLMTask(nn.Module):
     """VLP's pretraining and caption finetuning objective: masked LM over the caption,
     each example seq2seq or bidirectional by its own draw (s2s_prob)."""
+
+    unused_parts = ("vqa_head",)
 
     def __init__(self, model: UnifiedVLP, label_smoothing: float = 0.0):
         super().__init__()

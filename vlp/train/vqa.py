@@ -69,6 +69,8 @@ def with_answer_head(model: UnifiedVLP, answers: int, source) -> UnifiedVLP:
 
 
 class VQATask(nn.Module):
+    unused_parts = ("mlm_head",)
+
     def __init__(self, model: UnifiedVLP, mask_input: bool):
         super().__init__()
         self.model, self.mask_input = model, mask_input
