@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vlp.model import UnifiedVLP, VLPConfig, mask_text
-from vlp.model.masked_lm import predictions_per_example
+from vlp.model.masked_lm import masked_lm_loss, predictions_per_example
 
 MASK = 3
 
@@ -104,3 +104,22 @@ def test_loss_is_the_mean_over_real_predictions_not_over_examples():
     # Averaging per example first would weigh the lone prediction as much as the three.
     per_example = (expected[0] + expected[1:].mean()) / 2
     assert not torch.allclose(expected.mean(), per_example, atol=1e-3)
+
+
+def test_drop_worst_leaves_out_the_worst_examples_and_their_predictions():
+    # Three examples: 1, 2 and 2 predictions; losses per prediction set by the logits.
+    labels = torch.tensor([[1, 0], [1, 1], [1, 1]])
+    weights = torch.tensor([[True, False], [True, True], [True, True]])
+    logits = torch.zeros(3, 2, 4)
+    logits[0, 0, 1] = 5.0    # example 0: nearly right, small loss
+    logits[1, :, 0] = 5.0    # example 1: confidently wrong twice, the worst
+    logits[2, :, 1] = 1.0    # example 2: in between
+    per = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                            reduction="none").view(3, 2)
+    kept_mean = (per[0, 0] + per[2].sum()) / 3
+    assert torch.allclose(masked_lm_loss(logits, labels, weights, drop_worst=0.2),
+                          kept_mean)
+    # VLP keeps int(B * (1 - ratio)) examples: 0.2 of 3 keeps 2, 0.5 keeps 1, 0 keeps all.
+    assert torch.allclose(masked_lm_loss(logits, labels, weights, drop_worst=0.5), per[0, 0])
+    assert torch.allclose(masked_lm_loss(logits, labels, weights),
+                          per[weights].sum() / 5)

@@ -77,6 +77,19 @@ def test_a_run_learns_logs_and_writes_loadable_checkpoints(inputs, tmp_path, cap
     assert "resuming from" in capsys.readouterr().out
 
 
+def test_worst_examples_are_dropped_only_after_drop_after(inputs, tmp_path):
+    runs = {}
+    for after in (1, 2):
+        out = tmp_path / f"after{after}"
+        assert main(train_argv(inputs, out, "--num_train_epochs", "2", "--log_steps", "1",
+                               "--max_drop_worst_ratio", "0.5", "--drop_after", str(after))) == 0
+        runs[after] = [r["loss"] for r in read_metrics(out)]
+    # Epoch 1 (steps 1-4) is the same; from epoch 2 on, with --drop_after 1, the half of
+    # each batch with the largest loss is left out of it.
+    assert runs[1][:4] == runs[2][:4]
+    assert runs[1][4] < runs[2][4]
+
+
 def test_gradient_accumulation_equals_the_full_batch(inputs, tmp_path):
     common = ("--num_train_epochs", "2")
     assert main(train_argv(inputs, tmp_path / "full", *common)) == 0
@@ -200,6 +213,8 @@ def test_missing_valid_jpgs_file_is_an_error_and_never_created(inputs, tmp_path,
     (["--train_batch_size", "6", "--gradient_accumulation_steps", "4"], "not a multiple"),
     (["--len_vis_input", "80"], "positions"),
     (["--head_learning_rate", "1e-3"], "--head_learning_rate sets the VQA answer classifier"),
+    (["--scst", "--model_recover_path", "x", "--max_drop_worst_ratio", "0.2"],
+     "--max_drop_worst_ratio drops masked-LM examples"),
 ])
 def test_conflicting_flags_are_named(inputs, tmp_path, capsys, extra, message):
     code, err = run_cli(train_argv(inputs, tmp_path / "run", *extra), capsys)

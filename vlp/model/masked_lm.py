@@ -109,9 +109,18 @@ class MaskedLMHead(nn.Module):
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                   label_smoothing: float = 0.0):
-    """Cross-entropy averaged over real predictions (filler slots weigh nothing)."""
+                   label_smoothing: float = 0.0, drop_worst: float = 0.0):
+    """Cross-entropy averaged over real predictions (filler slots weigh nothing).
+
+    `drop_worst` (VLP's --max_drop_worst_ratio) leaves out that share of the batch's
+    examples, those with the largest summed loss, and averages over the rest's
+    predictions; int(B * (1 - drop_worst)) examples are kept, as VLP counted them."""
     per_slot = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none",
-                               label_smoothing=label_smoothing)
-    w = weights.flatten().to(per_slot.dtype)
-    return (per_slot * w).sum() / w.sum().clamp(min=1.0)
+                               label_smoothing=label_smoothing).view(labels.shape)
+    w = weights.to(per_slot.dtype)
+    per_slot = per_slot * w
+    if drop_worst > 0.0:
+        keep = torch.topk(per_slot.sum(1), int(labels.shape[0] * (1.0 - drop_worst)),
+                          largest=False).indices
+        per_slot, w = per_slot[keep], w[keep]
+    return per_slot.sum() / w.sum().clamp(min=1.0)

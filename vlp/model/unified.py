@@ -136,24 +136,27 @@ class UnifiedVLP(nn.Module):
                          num_regions, generator: torch.Generator | None = None,
                          s2s: torch.Tensor | None = None,
                          draws: MaskDraws | None = None,
-                         label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+                         label_smoothing: float = 0.0,
+                         drop_worst: float = 0.0) -> dict[str, torch.Tensor]:
         """Masked LM on a batch: objectives drawn per example (s2s_prob), tokens masked
         (mask_prob, max_pred, 80/10/10). `s2s` and `draws` give those choices instead of
-        drawing them from `generator`. Returns {"loss", "mlm_loss"}."""
+        drawing them from `generator`; `drop_worst` leaves out that share of the examples, the
+        worst first (see masked_lm_loss). Returns {"loss", "mlm_loss"}."""
         if s2s is None:
             s2s = draw_objectives(text_ids.shape[0], self.config.s2s_prob, text_ids.device,
                                   generator)
         masked = mask_text(text_ids, text_lengths, self.config, generator, draws)
         hidden = self(masked.input_ids, text_lengths, region_features, region_locations,
                       num_regions, s2s, sparse_words=torch.is_grad_enabled())
-        loss = self.masked_lm_loss(hidden, masked, region_features.shape[1], label_smoothing)
+        loss = self.masked_lm_loss(hidden, masked, region_features.shape[1], label_smoothing,
+                                   drop_worst)
         return {"loss": loss, "mlm_loss": loss.detach()}
 
     def masked_lm_loss(self, hidden: torch.Tensor, masked: MaskedText, region_slots: int,
-                       label_smoothing: float = 0.0):
+                       label_smoothing: float = 0.0, drop_worst: float = 0.0):
         where = (masked.positions + region_slots + 2)[..., None].expand(-1, -1, hidden.shape[-1])
         logits = self.mlm_logits(hidden.gather(1, where))
-        return masked_lm_loss(logits, masked.labels, masked.weights, label_smoothing)
+        return masked_lm_loss(logits, masked.labels, masked.weights, label_smoothing, drop_worst)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.num_hidden_layers)

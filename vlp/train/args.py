@@ -66,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--max_pred", type=int_at_least(0), default=None,
                    help="most masked tokens per example (default 3; vqa2: none, and VLP's "
                    "--mask_prob 0 --max_pred 1 replaces one question token)")
+    g.add_argument("--max_drop_worst_ratio", type=probability, default=0.0,
+                   help="masked LM: leave out this share of each batch's examples, those with "
+                   "the largest loss, in the epochs after --drop_after")
+    g.add_argument("--drop_after", type=int_at_least(0), default=6,
+                   help="the last epoch that keeps every example (VLP's default 6)")
     g.add_argument("--s2s_prob", type=probability, default=1.0)
     g.add_argument("--bi_prob", type=probability, default=0.0)
     g.add_argument("--tasks", choices=TASKS, default="img2txt")
@@ -81,6 +86,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="same as --fp16")
     g.add_argument("--fp32_embedding", action="store_true",
                    help="accepted; with autocast every weight, embeddings included, stays fp32")
+    g.add_argument("--enable_visdom", action="store_true",
+                   help="accepted; the losses go to TensorBoard (--log_dir) and log.jsonl")
+    g.add_argument("--visdom_port", type=int, default=8888, help="accepted, unused")
+    g.add_argument("--finetune_decay", action="store_true",
+                   help="accepted; VLP defined it and never read it")
     g.add_argument("--loss_scale", type=float, default=0.0,
                    help="fp16 starting loss scale (0: the GradScaler default)")
     g.add_argument("--seed", type=int, default=42)
@@ -177,6 +187,9 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     args.mask_vqa_input = args.tasks == "vqa2" and explicit and args.max_pred > 0
     if args.tasks == "vqa2" and args.scst:
         raise VLPError("--scst is for captioning (--tasks img2txt)")
+    if args.max_drop_worst_ratio > 0 and (args.tasks == "vqa2" or args.scst):
+        raise VLPError("--max_drop_worst_ratio drops masked-LM examples: it is for pretraining "
+                       "and caption finetuning, not --tasks vqa2 or --scst")
     if args.vqa_annotations and args.tasks != "vqa2":
         raise VLPError("--vqa_annotations is for --tasks vqa2")
     if args.scst and not args.model_recover_path:

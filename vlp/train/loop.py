@@ -71,6 +71,8 @@ class Trainer:
         epoch_index = pos.epoch - 1
         self.sampler.set_position(epoch_index, pos.batches * s.micro_batch)
         self.dataset.set_epoch(epoch_index)
+        if hasattr(self.task, "set_epoch"):
+            self.task.set_epoch(pos.epoch)
         # The loader's own generator (worker seeds) keeps the global RNG, which dropout
         # draws from, untouched by starting an epoch: a resumed run matches bit for bit.
         self.loader.generator.manual_seed(self.seed * 100_003 + epoch_index)

@@ -164,7 +164,8 @@ def build_task(args, model, tokenizer, references, output_dir: Path, info):
     if args.tasks == "vqa2":
         return vqa.VQATask(model, args.mask_vqa_input)
     if not args.scst:
-        return MaskedLMTask(model, args.label_smoothing)
+        return MaskedLMTask(model, args.label_smoothing, args.max_drop_worst_ratio,
+                            args.drop_after)
     from vlp.decode import SearchSettings
     from vlp.train.scst import CiderReward, ScstTask
 

@@ -24,10 +24,17 @@ class MaskedLMTask(nn.Module):
 
     unused_parts = ("vqa_head",)
 
-    def __init__(self, model: UnifiedVLP, label_smoothing: float = 0.0):
+    def __init__(self, model: UnifiedVLP, label_smoothing: float = 0.0,
+                 drop_worst: float = 0.0, drop_after: int = 6):
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
+        self.drop_worst, self.drop_after = drop_worst, drop_after
+        self.dropping = 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        """VLP's --max_drop_worst_ratio takes effect in the epochs after --drop_after."""
+        self.dropping = self.drop_worst if epoch > self.drop_after else 0.0
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
                 s2s_draw, mask_order, mask_kind, mask_coin, mask_random_ids) -> dict:
@@ -35,7 +42,8 @@ class MaskedLMTask(nn.Module):
         draws = MaskDraws(mask_order, mask_kind, mask_coin, mask_random_ids)
         return self.model.pretraining_loss(text_ids, text_lengths, region_features,
                                            region_locations, num_regions, s2s=s2s, draws=draws,
-                                           label_smoothing=self.label_smoothing)
+                                           label_smoothing=self.label_smoothing,
+                                           drop_worst=self.dropping)
 
     @staticmethod
     def inputs(batch) -> dict[str, torch.Tensor]:
