@@ -118,6 +118,15 @@ def test_beam_finds_the_better_sequence_greedy_misses():
     long = beam_search(TableSteps(TABLE), 1, SearchSettings(eos_id=EOS, max_length=5,
                                                             beam_size=2, length_penalty=1.0))[0]
     assert long.tokens == [4, 4] or long.tokens == [4, 5]
+    # Cut at max_length, the live beams are candidates too, unfinished: [4] beats [5].
+    (cut,) = beam_search(TableSteps(TABLE), 1, SearchSettings(eos_id=EOS, max_length=1,
+                                                               beam_size=2))
+    assert (cut.tokens, cut.finished) == ([4], False)
+    assert cut.score == pytest.approx(math.log(0.6))
+    (two,) = beam_search(TableSteps(TABLE), 1, SearchSettings(eos_id=EOS, max_length=2,
+                                                               beam_size=2))
+    assert (two.tokens, two.finished) == ([5], True)
+    assert two.score == pytest.approx(math.log(0.4 * 0.9))
 
 
 def test_min_length_and_ngram_blocking_hold():

@@ -104,12 +104,12 @@ def beam_search(steps, batch: int, s: SearchSettings) -> list[Hypothesis]:
     done = torch.zeros(batch, dtype=torch.bool, device=device)
 
     def record(ended: torch.Tensor) -> None:
-        for row in ended.nonzero().flatten().tolist():
-            score = float(beam_scores[row])
-            if score == float("-inf"):
-                continue
-            seq = history[row].tolist()
-            candidates[row // k].append((s.final_score(score, len(seq)), score, seq, True))
+        # Read once per step (each read from a GPU waits for the queued work).
+        rows = ended.nonzero().flatten()
+        for row, score, seq in zip(rows.tolist(), beam_scores[rows].tolist(),
+                                   history[rows].tolist()):
+            if score != float("-inf"):
+                candidates[row // k].append((s.final_score(score, len(seq)), score, seq, True))
 
     ended = history[:, -1] == s.eos_id
     record(ended)
@@ -127,11 +127,10 @@ def beam_search(steps, batch: int, s: SearchSettings) -> list[Hypothesis]:
         beam_scores = scores.reshape(-1)
         ended = history[:, -1] == s.eos_id
         record(ended & ~done.repeat_interleave(k))
-    for row in range(batch * k):
-        if not done[row // k] and not ended[row] and beam_scores[row] > float("-inf"):
-            seq = history[row].tolist()
-            score = float(beam_scores[row])
-            candidates[row // k].append((s.final_score(score, len(seq)), score, seq, False))
+    live = ~done.repeat_interleave(k) & ~ended & (beam_scores > float("-inf"))
+    rows = live.nonzero().flatten()
+    for row, score, seq in zip(rows.tolist(), beam_scores[rows].tolist(), history[rows].tolist()):
+        candidates[row // k].append((s.final_score(score, len(seq)), score, seq, False))
     out = []
     for found in candidates:
         if not found:

@@ -81,13 +81,18 @@ def check_lengths(num_regions: torch.Tensor, text_lengths: torch.Tensor, region_
     if region_slots > config.max_regions:
         raise VLPError(f"{region_slots} region slots, more than the model's max_regions "
                        f"{config.max_regions}")
-    if num_regions.numel() and (num_regions.min() < 0 or num_regions.max() > region_slots):
+    if not num_regions.numel():
+        return
+    # One read of five numbers: on a GPU each read waits for the work queued before it.
+    low_r, high_r, low_t, high_t, longest = torch.stack([
+        num_regions.min(), num_regions.max(), text_lengths.min(), text_lengths.max(),
+        (num_regions + text_lengths).max() + 2]).tolist()
+    if low_r < 0 or high_r > region_slots:
         raise VLPError(f"num_regions must be in [0, {region_slots}] (region slots in the "
                        f"batch), got {num_regions.tolist()}")
-    if text_lengths.numel() and (text_lengths.min() < 1 or text_lengths.max() > text_slots):
+    if low_t < 1 or high_t > text_slots:
         raise VLPError(f"text_lengths must be in [1, {text_slots}] (text slots in the batch; "
                        f"the final [SEP] counts), got {text_lengths.tolist()}")
-    longest = int((num_regions + text_lengths).max()) + 2 if num_regions.numel() else 0
     if longest > config.max_position_embeddings:
         raise VLPError(f"sequence of {longest} positions ([CLS] + regions + [SEP] + text) is "
                        f"longer than max_position_embeddings {config.max_position_embeddings}")
