@@ -70,6 +70,10 @@ def test_bad_fc7_directories_name_the_file(tmp_path):
         pickle.dump({"bias": [0.0]}, f)
     with pytest.raises(VLPError, match=r"fc7_b\.pkl holds a dict, not a numpy array"):
         read_detectron_fc7(tmp_path)
+    with open(tmp_path / "fc7_b.pkl", "wb") as f:
+        pickle.dump(np.array([{"bias": 0.0}], dtype=object), f)
+    with pytest.raises(VLPError, match=r"fc7_b\.pkl holds an array of object, not of numbers"):
+        read_detectron_fc7(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,8 @@ def read_array_pickle(path: Path) -> np.ndarray:
         raise VLPError(f"{path} is not a pickled numpy array: {err}") from None
     if not isinstance(value, np.ndarray):
         raise VLPError(f"{path} holds a {type(value).__name__}, not a numpy array")
+    if value.dtype.kind not in "fiu":
+        raise VLPError(f"{path} holds an array of {value.dtype}, not of numbers")
     return value
 
 
