@@ -48,6 +48,26 @@ def test_a_tiny_model_learns_the_image_dependent_answer(trained, capsys):
     assert "overall:" in capsys.readouterr().out
 
 
+def test_vlp_eval_vqa2_flags_score_the_same(trained, tmp_path):
+    """VLP's eval_vqa2.py spelling: --ref_file, --max_tgt_length and its unused decoding
+    flags; the scores equal those of our own flags."""
+    inputs, files, root = trained
+    ckpt = root / "run" / "model.40"
+    ours, vlp = tmp_path / "ours", tmp_path / "vlp"
+    assert eval_main(eval_argv(inputs, files, ckpt, "--split", "val", "--output_dir", str(ours),
+                               "--vqa_annotations", str(files["annotations"]))) == 0
+    argv = eval_argv(inputs, files, ckpt, "--split", "val", "--output_dir", str(vlp),
+                     "--ref_file", str(files["annotations"]), "--max_tgt_length", "20",
+                     "--fp16", "--amp", "--seed", "123", "--drop_prob", "0.1", "--beam_size", "1",
+                     "--length_penalty", "0", "--forbid_duplicate_ngrams", "--min_len", "2",
+                     "--ngram_size", "3", "--forbid_ignore_word", ".", "--enable_butd",
+                     "--new_segment_ids")
+    assert eval_main(argv) == 0
+    (a,), (b,) = ours.glob("*vqa_metrics.json"), vlp.glob("*vqa_metrics.json")
+    assert json.loads(a.read_text()) == json.loads(b.read_text())
+    assert json.loads(a.read_text())["perAnswerType"]["other"] == 100.0
+
+
 def test_test_dev_writes_a_checked_leaderboard_file(trained, tmp_path):
     inputs, files, root = trained
     assert eval_main(eval_argv(inputs, files, root / "run" / "model.40", "--split", "test-dev",

@@ -37,15 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="accepted; the checkpoint's config says which scheme it uses")
     g.add_argument("--file_valid_jpgs", default=None, help="accepted; every question is answered")
     g.add_argument("--len_vis_input", type=int_at_least(1), default=100)
-    g.add_argument("--max_len_b", type=int_at_least(1), default=20, help="question tokens kept")
+    g.add_argument("--max_len_b", "--max_tgt_length", type=int_at_least(1), default=20,
+                   help="question tokens kept (VLP's eval_vqa2.py called it --max_tgt_length)")
     g.add_argument("--dataset", choices=("coco", "flickr30k", "cc"), default="coco")
     g.add_argument("--bert_model", default=None,
                    help="BERT directory with the vocabulary (default: the checkpoint's)")
     g.add_argument("--do_lower_case", action="store_true")
     add_feature_flags(g)
+    _add_unused_vlp_flags(p)
     m = p.add_argument_group("further flags")
-    m.add_argument("--vqa_annotations", default=None,
-                   help="annotations JSON of the split: the answers are scored")
+    m.add_argument("--vqa_annotations", "--ref_file", default=None,
+                   help="annotations JSON of the split: the answers are scored (VLP's --ref_file)")
     m.add_argument("--image_map", nargs="+", default=None,
                    help="Karpathy-style JSON mapping image ids to file names (store keys)")
     m.add_argument("--answer_vocab", default=None,
@@ -57,6 +59,21 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--no_cuda", action="store_true")
     m.add_argument("--no_progress", action="store_true")
     return p
+
+
+def _add_unused_vlp_flags(p: argparse.ArgumentParser) -> None:
+    """Flags VLP's eval_vqa2.py defined and VQA answering never used (answers are classified,
+    not decoded, and evaluation has no dropout or sampling): accepted so its command lines
+    run as they are."""
+    g = p.add_argument_group("VLP's flags that VQA evaluation does not use (accepted)")
+    for flag in ("--fp16", "--amp", "--forbid_duplicate_ngrams"):
+        g.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    for flag, kind in (("--seed", int), ("--drop_prob", float), ("--beam_size", int),
+                       ("--length_penalty", float), ("--forbid_ignore_word", str),
+                       ("--min_len", int), ("--ngram_size", int)):
+        g.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
+    g.description = ("--fp16 --amp --seed --drop_prob --beam_size --length_penalty "
+                     "--forbid_duplicate_ngrams --forbid_ignore_word --min_len --ngram_size")
 
 
 def build_parser(prog: str = "vlp eval-vqa") -> argparse.ArgumentParser:
