@@ -44,6 +44,12 @@ def test_results_cover_the_split_and_match_without_the_cache(trained, tmp_path):
     assert decode_main(decode_argv(inputs, run / "model.2", slow, "--beam_size", "3",
                                    "--no_kv_cache")) == 0
     assert json.loads((slow / "model.2.train.beam3.results.json").read_text()) == results
+    # VLP's decode_img2txt.py flags that change nothing here are taken, with the same output.
+    vlp = tmp_path / "vlp"
+    assert decode_main(decode_argv(inputs, run / "model.2", vlp, "--beam_size", "3",
+                                   "--drop_prob", "0.1", "--max_position_embeddings", "512",
+                                   "--enable_butd", "--new_segment_ids")) == 0
+    assert json.loads((vlp / "model.2.train.beam3.results.json").read_text()) == results
 
 
 def test_a_glob_decodes_every_checkpoint(trained, tmp_path):

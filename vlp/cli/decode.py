@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlp.cli.args import add_command, int_at_least
+from vlp.cli.args import add_accepted_flags, add_command, int_at_least
 from vlp.data.sources import add_feature_flags
 
 
@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="same as --fp16")
     g.add_argument("--seed", type=int, default=123)
     add_feature_flags(g)
+    # Decoding runs without dropout; the checkpoint's config.json holds its position table.
+    add_accepted_flags(p, "decode_img2txt.py", values=(("--drop_prob", float),
+                                                        ("--max_position_embeddings", int)))
     m = p.add_argument_group("further flags")
     m.add_argument("--length_norm", choices=("additive", "gnmt"), default="additive")
     m.add_argument("--no_kv_cache", action="store_true",

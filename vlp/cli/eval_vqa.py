@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlp.cli.args import add_command, int_at_least
+from vlp.cli.args import add_accepted_flags, add_command, int_at_least
 from vlp.data.sources import add_feature_flags
 
 
@@ -44,7 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="BERT directory with the vocabulary (default: the checkpoint's)")
     g.add_argument("--do_lower_case", action="store_true")
     add_feature_flags(g)
-    _add_unused_vlp_flags(p)
+    # Answers are classified, not decoded, and evaluation has no dropout or sampling.
+    add_accepted_flags(p, "eval_vqa2.py", ("--fp16", "--amp", "--forbid_duplicate_ngrams"),
+                       (("--seed", int), ("--drop_prob", float), ("--beam_size", int),
+                        ("--length_penalty", float), ("--forbid_ignore_word", str),
+                        ("--min_len", int), ("--ngram_size", int)))
     m = p.add_argument_group("further flags")
     m.add_argument("--vqa_annotations", "--ref_file", default=None,
                    help="annotations JSON of the split: the answers are scored (VLP's --ref_file)")
@@ -59,21 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--no_cuda", action="store_true")
     m.add_argument("--no_progress", action="store_true")
     return p
-
-
-def _add_unused_vlp_flags(p: argparse.ArgumentParser) -> None:
-    """Flags VLP's eval_vqa2.py defined and VQA answering never used (answers are classified,
-    not decoded, and evaluation has no dropout or sampling): accepted so its command lines
-    run as they are."""
-    g = p.add_argument_group("VLP's flags that VQA evaluation does not use (accepted)")
-    for flag in ("--fp16", "--amp", "--forbid_duplicate_ngrams"):
-        g.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-    for flag, kind in (("--seed", int), ("--drop_prob", float), ("--beam_size", int),
-                       ("--length_penalty", float), ("--forbid_ignore_word", str),
-                       ("--min_len", int), ("--ngram_size", int)):
-        g.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
-    g.description = ("--fp16 --amp --seed --drop_prob --beam_size --length_penalty "
-                     "--forbid_duplicate_ngrams --forbid_ignore_word --min_len --ngram_size")
 
 
 def build_parser(prog: str = "vlp eval-vqa") -> argparse.ArgumentParser:
