@@ -85,7 +85,7 @@ def gemm_seconds(cfg: VLPConfig, b: int, r: int, t: int, device: str, dtype: tor
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def make_batch(cfg: VLPConfig, b: int, r: int, t: int, device: str) -> dict:
