@@ -308,3 +308,12 @@ def test_the_vlp_train_subcommand_runs_the_same_trainer(inputs, tmp_path):
     assert vlp_main(["train", *train_argv(inputs, out, "--num_train_epochs", "1")]) == 0
     assert json.loads((out / "opt.json").read_text())["num_train_epochs"] == 1
     assert (out / "model.1" / "model.safetensors").is_file()
+
+
+def test_vlp_flags_that_change_nothing_are_taken(inputs, tmp_path):
+    from vlp.train.args import build_parser
+
+    argv = train_argv(inputs, tmp_path / "r", "--enable_visdom", "--visdom_port", "8097",
+                      "--finetune_decay")
+    args = build_parser().parse_args(argv)
+    assert args.enable_visdom and args.finetune_decay and args.visdom_port == 8097

@@ -53,3 +53,15 @@ def run_script(parser, run, argv=None) -> int:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def add_accepted_flags(p: argparse.ArgumentParser, script: str, switches: tuple[str, ...] = (),
+                       values: tuple[tuple[str, type], ...] = ()) -> None:
+    """Flags VLP's `script` defined that change nothing here, accepted so that its command
+    lines run as they are; listed once in the help under their own heading."""
+    g = p.add_argument_group(f"VLP's {script} flags that change nothing here (accepted)")
+    for flag in switches:
+        g.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    for flag, kind in values:
+        g.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
+    g.description = " ".join([*switches, *(flag for flag, _ in values)])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vlp.data.captions import read_json
 from vlp.errors import VLPError
+from vlp.numpy_pickle import ArrayUnpickler
 
 
 @dataclass(frozen=True)
@@ -144,28 +145,6 @@ def read_vqa_json(questions: str | Path, annotations: str | Path | None = None, 
 
 # --- Pythia's imdb -------------------------------------------------------------------
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Rebuilds numpy object arrays of plain Python values and refuses anything else, so a
-    downloaded imdb cannot run code when it is read."""
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an imdb file")
-        import numpy as np
-
-        if module == "numpy":
-            return getattr(np, name)
-        multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
-        if multiarray is None:  # numpy < 2
-            multiarray = np.core.multiarray
-        return getattr(multiarray, name)
-
-
 def _load_object_npy(path: Path):
     import numpy as np
     from numpy.lib import format as npy
@@ -181,7 +160,7 @@ def _load_object_npy(path: Path):
         if not dtype.hasobject:
             raise VLPError(f"{path}: an imdb is a numpy object array, this one holds {dtype}")
         try:
-            array = _ArrayUnpickler(f, encoding="latin1").load()
+            array = ArrayUnpickler(f).load()
         except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
             raise VLPError(f"{path}: cannot read the imdb array ({err})") from None
     return np.asarray(array, dtype=object).reshape(-1)

@@ -11,36 +11,21 @@ running it.
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vlp.errors import VLPError
+from vlp.numpy_pickle import ArrayUnpickler
 
 FC7_FILES = ("fc7_w.pkl", "fc7_b.pkl")
-
-# What a pickled numpy array refers to, over numpy 1.x and 2.x module names and pickle
-# protocols 2 to 5; `_codecs.encode` turns the latin-1 text of protocol 2 back to bytes.
-_ARRAY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ARRAY_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refers to {module}.{name}, which a numpy array never does")
 
 
 def read_array_pickle(path: Path) -> np.ndarray:
     """A numpy array from a pickle file; anything but an array is refused unrun."""
     try:
-        value = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        value = ArrayUnpickler(io.BytesIO(path.read_bytes())).load()
     except OSError as err:
         raise VLPError(f"cannot read {path}: {err.strerror}") from None
     except Exception as err:  # unpickling fails in many types

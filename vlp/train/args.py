@@ -6,7 +6,7 @@ import argparse
 
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
-from vlp.flags import ArgumentParser, int_at_least, probability
+from vlp.flags import ArgumentParser, add_accepted_flags, int_at_least, probability
 
 TASKS = ("img2txt", "vqa2")
 SCHEDULES = ("warmup_linear", "warmup_constant", "warmup_cosine")
@@ -86,11 +86,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="same as --fp16")
     g.add_argument("--fp32_embedding", action="store_true",
                    help="accepted; with autocast every weight, embeddings included, stays fp32")
-    g.add_argument("--enable_visdom", action="store_true",
-                   help="accepted; the losses go to TensorBoard (--log_dir) and log.jsonl")
-    g.add_argument("--visdom_port", type=int, default=8888, help="accepted, unused")
-    g.add_argument("--finetune_decay", action="store_true",
-                   help="accepted; VLP defined it and never read it")
     g.add_argument("--loss_scale", type=float, default=0.0,
                    help="fp16 starting loss scale (0: the GradScaler default)")
     g.add_argument("--seed", type=int, default=42)
@@ -149,6 +144,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--deterministic", action="store_true",
                    help="torch deterministic algorithms (bitwise repeatable on CPU)")
     m.add_argument("--no_progress", action="store_true", help="no progress bar")
+    # Losses go to TensorBoard and log.jsonl; VLP never read --finetune_decay.
+    add_accepted_flags(p, "run_img2txt_dist.py", ("--enable_visdom", "--finetune_decay"),
+                       (("--visdom_port", int),))
     return p
 
 
