@@ -56,7 +56,7 @@ def main() -> None:
                     sep_token_id=3, mask_token_id=4)
     model = UnifiedVLP(cfg).train()
     task = ScstTask(model, tokenizer, reward, SearchSettings(eos_id=3, max_length=a.length),
-                    baseline="mean", samples=a.samples)
+                    baseline="mean", samples=a.samples, recipe="standard")
     inputs = dict(region_features=torch.randn(a.images, 12, 256),
                   region_locations=torch.randn(a.images, 12, 25),
                   num_regions=torch.full((a.images,), 12),

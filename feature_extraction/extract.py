@@ -40,9 +40,11 @@ class ExtractReport:
 
     @property
     def ok(self) -> bool:
-        """False only when images were attempted and none succeeded."""
+        """False only when images were attempted and the store holds none: a resumed run
+        whose good images were all stored before, and whose broken files fail again, has
+        done its work (the summary names what it skipped)."""
         attempted = self.written + sum(self.failed.values())
-        return attempted == 0 or self.written > 0
+        return attempted == 0 or self.written + self.already > 0
 
     def summary(self) -> str:
         failed = sum(self.failed.values())

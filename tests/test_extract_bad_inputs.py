@@ -123,3 +123,21 @@ def test_exit_status_is_nonzero_only_when_nothing_succeeded(tmp_path, detector):
                               "--out", str(tmp_path / "some.lmdb"), "--workers", "0",
                               "--quiet", "--min-boxes", "1", "--max-boxes", "3"])
     assert args.run(args) == 0
+    # Rerun on the same folder: the good image is stored already, the broken ones fail
+    # again. The extraction is complete, so it exits 0 and names what it skipped.
+    assert args.run(args) == 0
+
+
+def test_a_completed_extraction_rerun_exits_0_and_names_its_skips(tmp_path, detector, capsys):
+    from vlp.cli import main
+
+    listing = write_corpus(tmp_path / "corpus")
+    argv = ["extract", "--image-list", str(listing), "--detector", str(detector),
+            "--out", str(tmp_path / "regions.lmdb"), "--workers", "0", "--quiet",
+            "--min-boxes", "2", "--max-boxes", "4"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"0 written, {len(CONVERTED)} already there, {len(SKIPPED)} skipped" in out
+    assert "decompression-bomb limit" in out and "missing file" in out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from vlp.model import UnifiedVLP, VLPConfig, mask_text
 from vlp.model.masked_lm import masked_lm_loss, predictions_per_example
@@ -123,3 +125,108 @@ def test_drop_worst_leaves_out_the_worst_examples_and_their_predictions():
     assert torch.allclose(masked_lm_loss(logits, labels, weights, drop_worst=0.5), per[0, 0])
     assert torch.allclose(masked_lm_loss(logits, labels, weights),
                           per[weights].sum() / 5)
+
+
+# -- VLP's label smoothing and reduction, transcribed (pytorch_pretrained_bert/loss.py and
+# BertForPreTrainingLossMask.forward) --------------------------------------------------------
+
+class VLPLabelSmoothingLoss(torch.nn.modules.loss._Loss):
+    def __init__(self, label_smoothing=0, tgt_vocab_size=0, ignore_index=0, size_average=None,
+                 reduce=None, reduction="mean"):
+        assert 0.0 < label_smoothing <= 1.0
+        self.ignore_index = ignore_index
+        super().__init__(size_average=size_average, reduce=reduce, reduction=reduction)
+        smoothing_value = label_smoothing / (tgt_vocab_size - 2)
+        one_hot = torch.full((tgt_vocab_size,), smoothing_value)
+        one_hot[self.ignore_index] = 0
+        self.register_buffer("one_hot", one_hot.unsqueeze(0))
+        self.confidence = 1.0 - label_smoothing
+        self.tgt_vocab_size = tgt_vocab_size
+
+    def forward(self, output, target):
+        assert self.tgt_vocab_size == output.size(2)
+        batch_size, num_pos = target.size(0), target.size(1)
+        output = output.view(-1, self.tgt_vocab_size)
+        target = target.view(-1)
+        model_prob = self.one_hot.repeat(target.size(0), 1)
+        model_prob.scatter_(1, target.unsqueeze(1), self.confidence)
+        model_prob.masked_fill_((target == self.ignore_index).unsqueeze(1), 0)
+        return F.kl_div(output, model_prob, reduction="none").view(batch_size, num_pos, -1).sum(2)
+
+
+def vlp_loss_mask_and_normalize(loss, mask, drop_worst_ratio):
+    mask = mask.type_as(loss)
+    loss = loss * mask
+    keep_loss, keep_ind = torch.topk(loss.sum(-1), int(loss.size(0) * (1 - drop_worst_ratio)),
+                                     largest=False)
+    denominator = torch.sum(mask.sum(-1)[keep_ind]) + 1e-5
+    return (keep_loss / denominator).sum()
+
+
+def vlp_masked_lm_loss(scores, labels, weights, smoothing, drop_worst_ratio):
+    if smoothing:
+        crit = VLPLabelSmoothingLoss(smoothing, scores.shape[-1], ignore_index=0,
+                                     reduction="none")
+        loss = crit(F.log_softmax(scores.float(), dim=-1), labels)
+    else:
+        loss = torch.nn.CrossEntropyLoss(reduction="none")(scores.transpose(1, 2).float(), labels)
+    return vlp_loss_mask_and_normalize(loss.float(), weights, drop_worst_ratio)
+
+
+def smoothing_batch(vocab=40, seed=0):
+    """Six examples with 3, 2, 1, 3, 0 and 2 real predictions (filler slots labelled 0,
+    VLP's [PAD]), logits far enough apart that dropping the worst is unambiguous."""
+    g = torch.Generator().manual_seed(seed)
+    counts = [3, 2, 1, 3, 0, 2]
+    weights = torch.arange(3)[None, :] < torch.tensor(counts)[:, None]
+    labels = torch.randint(1, vocab, (6, 3), generator=g).masked_fill(~weights, 0)
+    logits = torch.randn(6, 3, vocab, generator=g) * 3
+    return logits, labels, weights
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.2, 0.5])
+@pytest.mark.parametrize("smoothing", [0.1, 0.3, 1.0])
+def test_label_smoothed_loss_is_vlps_value_and_gradient(smoothing, drop):
+    logits, labels, weights = smoothing_batch()
+    ours_in = logits.clone().requires_grad_()
+    theirs_in = logits.clone().requires_grad_()
+    ours = masked_lm_loss(ours_in, labels, weights, label_smoothing=smoothing, drop_worst=drop)
+    theirs = vlp_masked_lm_loss(theirs_in, labels, weights, smoothing, drop)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours_in.grad, theirs_in.grad, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.5])
+def test_unsmoothed_loss_is_vlps_value(drop):
+    logits, labels, weights = smoothing_batch(seed=1)
+    torch.testing.assert_close(masked_lm_loss(logits, labels, weights, drop_worst=drop),
+                               vlp_masked_lm_loss(logits, labels, weights, 0, drop),
+                               rtol=0, atol=1e-6)
+
+
+def test_smoothed_loss_is_not_torchs_label_smoothed_cross_entropy():
+    # torch spreads the share over every token, padding and the label included, and its
+    # value carries the target's entropy: neither the value nor the gradient is VLP's.
+    logits, labels, weights = smoothing_batch()
+    logits.requires_grad_()
+    ours = masked_lm_loss(logits, labels, weights, label_smoothing=0.1)
+    torchs = (F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
+                              label_smoothing=0.1) * weights.flatten()).sum() / weights.sum()
+    assert abs(float(ours.detach()) - float(torchs.detach())) > 0.1
+    ours_grad, = torch.autograd.grad(ours, logits)
+    torchs_grad, = torch.autograd.grad(torchs, logits)
+    assert float((ours_grad - torchs_grad).abs().max()) > 1e-5
+
+
+def test_padding_takes_no_share_whatever_its_id():
+    # VLP's [PAD] was id 0; a vocabulary with padding elsewhere keeps padding out the same way.
+    logits, labels, weights = smoothing_batch()
+    labels = labels.masked_fill(~weights, 7).masked_fill(weights & (labels == 7), 8)
+    ours = masked_lm_loss(logits, labels, weights, label_smoothing=0.2, pad_id=7)
+    crit = VLPLabelSmoothingLoss(0.2, logits.shape[-1], ignore_index=7, reduction="none")
+    theirs = vlp_loss_mask_and_normalize(crit(F.log_softmax(logits, dim=-1), labels), weights, 0)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    padding_at_0 = masked_lm_loss(logits, labels, weights, label_smoothing=0.2)
+    assert abs(float(padding_at_0) - float(ours)) > 1e-4

@@ -275,32 +275,6 @@ def test_model_recover_path_starts_from_weights_not_from_the_run(inputs, tmp_pat
     assert max_diff(weights(first, "model.1"), weights(fine, "model.1")) > 0
 
 
-def test_a_vlp_readme_command_with_paths_changed_runs(tmp_path):
-    """VLP's COCO finetuning command line: --image_root with its sharded h5 features and
-    box file, --amp, --enable_butd, --file_valid_jpgs (paths changed, sizes shrunk)."""
-    from test_features_legacy import regions, write_vlp_release
-    from train_fixtures import captions_json, tiny_bert
-
-    ids = [f"img_{i:04d}" for i in range(8)]
-    write_vlp_release(tmp_path, {k: regions(i, n=6, d=FEATURE_DIM, c=5) for i, k in enumerate(ids)})
-    src = captions_json(tmp_path / "dataset_coco.json", 8)
-    valid = tmp_path / "coco_valid_jpgs.json"
-    valid.write_text(json.dumps([f"{k}.jpg" for k in ids[:6]]))
-    bert = tiny_bert(tmp_path / "bert")
-    cmd = ["--output_dir", str(tmp_path / "coco_ce"), "--bert_model", str(bert),
-           "--do_train", "--new_segment_ids", "--always_truncate_tail", "--amp",
-           "--src_file", str(src), "--file_valid_jpgs", str(valid),
-           "--image_root", str(tmp_path), "--enable_butd", "--s2s_prob", "1", "--bi_prob", "0",
-           "--len_vis_input", "6", "--num_train_epochs", "1", "--train_batch_size", "4",
-           "--num_workers", "0", "--split", "train"]
-    run = subprocess.run(TRAIN + cmd, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "12 captions of 6 images" in run.stdout
-    assert "float16 mixed precision needs CUDA" in run.stderr
-    config = json.loads((tmp_path / "coco_ce" / "model.1" / "config.json").read_text())
-    assert config["region_classes"] == 5 and config["type_vocab_size"] == 6
-
-
 def test_the_vlp_train_subcommand_runs_the_same_trainer(inputs, tmp_path):
     from vlp.cli import main as vlp_main
 

@@ -64,7 +64,7 @@ def make_inputs(root: Path, images: int = 16, dropout: float = 0.0) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     return {"bert": tiny_bert(root / "bert", dropout),
             "src": captions_json(root / "dataset_toy.json", images),
-            "features": region_store(root / "regions.lmdb", images)}
+            "features": region_store(root / "regions.lmdb", images), "dropout": dropout}
 
 
 def train_argv(inputs: dict, out: Path, *extra: str) -> list[str]:
@@ -73,7 +73,8 @@ def train_argv(inputs: dict, out: Path, *extra: str) -> list[str]:
             "--do_train", "--split", "train", "--new_segment_ids", "--len_vis_input", "8",
             "--max_len_b", "10", "--learning_rate", "1e-3", "--train_batch_size", "8",
             "--num_workers", "0", "--no_progress", "--s2s_prob", "0.5", "--bi_prob", "0.5",
-            *extra]
+            # The tiny BERT's own rate (VLP's --drop_prob default, 0.1, would override it).
+            "--drop_prob", str(inputs.get("dropout", 0.0)), *extra]
 
 
 PYTHON = sys.executable

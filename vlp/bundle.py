@@ -159,6 +159,8 @@ class ImageAnswerer(_Regions):
     def ask(self, image_path: str | Path, question: str, top: int = 3) -> dict:
         import torch
 
+        from vlp.eval.vqa_predict import best_answers
+
         record = self.regions(image_path)
         feats, locs, n = self.inputs(record)
         ids = self.tokenizer(question, add_special_tokens=False)["input_ids"][:self.bundle.max_length]
@@ -167,11 +169,11 @@ class ImageAnswerer(_Regions):
             hidden = self.model(text, torch.tensor([text.shape[1]], device=self.device), feats,
                                 locs, n, torch.zeros(1, dtype=torch.bool, device=self.device))
             probs = self.model.vqa_logits(hidden, feats.shape[1]).sigmoid()[0]
-        best = probs.topk(min(top, len(self.vocab)))
+        values, indices = best_answers(probs, self.vocab, top)
         return {"image": str(image_path), "question": question,
-                "answer": self.vocab[int(best.indices[0])],
+                "answer": self.vocab[int(indices[0])],
                 "candidates": [{"answer": self.vocab[int(i)], "score": round(float(p), 3)}
-                               for p, i in zip(best.values, best.indices)],
+                               for p, i in zip(values, indices)],
                 "regions": self.describe(record, int(n[0]))}
 
 

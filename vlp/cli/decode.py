@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "model.N.bin files; a glob decodes each match")
     g.add_argument("--bert_model", help="BERT directory with the vocabulary (default: the "
                    "checkpoint directory's own vocab.txt)")
+    g.add_argument("--config_path", default=None,
+                   help="a BERT config JSON giving what a VLP model.N.bin does not store "
+                   "(attention heads, activation) instead of --bert_model's; a vlp "
+                   "checkpoint's own config must agree with it")
     g.add_argument("--do_lower_case", action="store_true")
     g.add_argument("--new_segment_ids", action="store_true",
                    help="accepted; the checkpoint's config says which scheme it uses")
@@ -50,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--len_vis_input", type=int_at_least(1), default=100)
     g.add_argument("--file_valid_jpgs", default=None)
     g.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA")
-    g.add_argument("--amp", action="store_true", help="same as --fp16")
+    g.add_argument("--amp", action="store_true",
+                   help="with --fp16, as --fp16; alone, float32 (as in VLP)")
     g.add_argument("--seed", type=int, default=123)
     add_feature_flags(g)
     # Decoding runs without dropout; the checkpoint's config.json holds its position table.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from vlp.cli.args import add_accepted_flags, add_command, int_at_least
+from vlp.cli.score_vqa import add_metric_flag
 from vlp.data.sources import add_feature_flags
 
 
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m = p.add_argument_group("further flags")
     m.add_argument("--vqa_annotations", "--ref_file", default=None,
                    help="annotations JSON of the split: the answers are scored (VLP's --ref_file)")
+    add_metric_flag(m)
     m.add_argument("--image_map", nargs="+", default=None,
                    help="Karpathy-style JSON mapping image ids to file names (store keys)")
     m.add_argument("--answer_vocab", default=None,

@@ -18,12 +18,23 @@ def register(subparsers) -> None:
                    help="VQA v2 annotations JSON of the split")
     p.add_argument("--out", metavar="METRICS.json",
                    help="write overall, perAnswerType, perQuestionType and perQuestion here")
+    add_metric_flag(p)
+
+
+def add_metric_flag(p) -> None:
+    """--vqa_metric, shared with `vlp eval-vqa`."""
+    p.add_argument("--vqa_metric", choices=("official", "pre2021"), default="official",
+                   help="official: vqaEval.py as it is since 2021-03-11 (prediction and "
+                   "ground truth normalised alike when the ten answers differ); pre2021: "
+                   "the earlier tool, which VLP's eval_vqa2.py ran (prediction always "
+                   "normalised, ground truth only stripped of punctuation)")
 
 
 def run(args) -> int:
     from vlp.eval.vqa_score import score_files, write_metrics
 
-    scores = score_files(args.results, args.questions, args.annotations)
+    scores = score_files(args.results, args.questions, args.annotations,
+                         metric=args.vqa_metric)
     print(scores.summary())
     if args.out:
         write_metrics(scores, args.out)

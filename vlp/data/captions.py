@@ -47,10 +47,15 @@ def read_json(path: str | Path, what: str) -> object:
 
 
 def read_valid_jpgs(path: str | Path) -> set[str]:
-    """VLP's --file_valid_jpgs: a JSON list of image file names (or stems) to keep."""
+    """VLP's --file_valid_jpgs: the image file names (or stems) to keep, as a JSON object
+    whose keys are the names (what VLP wrote, `{"COCO_..._000000000009.jpg": ...}`) or a
+    JSON list of them."""
     names = read_json(path, "--file_valid_jpgs")
+    if isinstance(names, dict):
+        names = list(names)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise VLPError(f"{path}: --file_valid_jpgs must be a JSON list of image file names")
+        raise VLPError(f"{path}: --file_valid_jpgs must be a JSON object keyed by image file "
+                       "name (VLP's) or a JSON list of image file names")
     return {image_key(n) for n in names}
 
 

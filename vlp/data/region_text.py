@@ -49,6 +49,7 @@ class RegionTextBatch:
     index: torch.Tensor             # [B] long, example index in the dataset
     image_keys: list
     targets: torch.Tensor | None = None  # [B, K] soft answer scores (VQA)
+    region_masked: torch.Tensor | None = None  # [B, R] bool, regions masked (--vis_mask_prob)
 
     def _map(self, fn) -> "RegionTextBatch":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -129,7 +130,8 @@ class RegionTextDataset(Dataset):
 
     def __init__(self, tokens: TokenizedTexts, image_keys: list[str], store, regions: int,
                  text: TextSettings, box_norm: str = "auto",
-                 targets: list[dict[int, float]] | None = None, box_frequencies: int = 0):
+                 targets: list[dict[int, float]] | None = None, box_frequencies: int = 0,
+                 vis_mask_prob: float = 0.0):
         if len(tokens) != len(image_keys) or (targets is not None and len(targets) != len(tokens)):
             raise ValueError("one image key (and target) per tokenized text")
         if box_norm not in BOX_NORMS:
@@ -138,6 +140,7 @@ class RegionTextDataset(Dataset):
         self.regions, self.text, self.box_norm = regions, text, box_norm
         self.targets = targets  # VQA: {answer index: soft score} per question
         self.box_frequencies = box_frequencies
+        self.vis_mask_prob = vis_mask_prob  # share of an image's regions masked (VLP's flag)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -162,9 +165,19 @@ class RegionTextDataset(Dataset):
             "kind": rng.random(s.max_pred), "coin": rng.random(s.max_pred),
             "random_ids": rng.integers(0, s.vocab_size, s.max_pred),
         }
+        if self.vis_mask_prob > 0:
+            # Drawn after the text's draws, so those stay what they are without the flag.
+            example["masked_regions"] = masked_regions(len(features), self.vis_mask_prob, rng)
         if self.targets is not None:
             example["target"] = self.targets[i]
         return example
+
+
+def masked_regions(regions: int, vis_mask_prob: float, rng: np.random.Generator) -> np.ndarray:
+    """VLP's --vis_mask_prob draw: int(regions * vis_mask_prob) distinct region indices
+    (VLP counted its fixed len_vis_input regions; here the image's own, the same number
+    when the image fills every slot)."""
+    return rng.choice(regions, int(regions * vis_mask_prob), replace=False)
 
 
 def collate(examples: list[dict], pad_id: int = 0, num_answers: int = 0) -> RegionTextBatch:
@@ -194,7 +207,18 @@ def collate(examples: list[dict], pad_id: int = 0, num_answers: int = 0) -> Regi
         index=torch.tensor([e["index"] for e in examples]),
         image_keys=[e["key"] for e in examples],
         targets=dense_targets([e["target"] for e in examples], num_answers) if num_answers else None,
+        region_masked=region_mask(examples, features.shape[1]),
     )
+
+
+def region_mask(examples: list[dict], slots: int) -> torch.Tensor | None:
+    """[B, R] bool, True at each example's "masked_regions"; None when not drawn."""
+    if "masked_regions" not in examples[0]:
+        return None
+    mask = torch.zeros(len(examples), slots, dtype=torch.bool)
+    for row, e in enumerate(examples):
+        mask[row, torch.as_tensor(e["masked_regions"], dtype=torch.long)] = True
+    return mask
 
 
 def dense_targets(targets: list[dict[int, float]], num_answers: int) -> torch.Tensor:

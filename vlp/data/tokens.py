@@ -42,6 +42,32 @@ def load_tokenizer(bert_dir: str | Path, do_lower_case: bool = False):
     return BertTokenizerFast.from_pretrained(str(bert_dir), local_files_only=True, **kwargs)
 
 
+class WhitespaceTokenizer:
+    """VLP's --tokenized_input: a text is already its tokens, split on whitespace (no
+    lower-casing, no word pieces); each must be in the vocabulary of `tokenizer`, whose
+    ids they take. VLP stopped at a token outside it; here that is an error naming it."""
+
+    # Tells the token cache these ids apart from the word-piece tokenizer's.
+    cache_tag = "whitespace"
+
+    def __init__(self, tokenizer):
+        self.vocab = tokenizer.get_vocab()
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.vocab
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [self.ids(text) for text in texts]}
+
+    def ids(self, text: str) -> list[int]:
+        try:
+            return [self.vocab[token] for token in text.split()]
+        except KeyError as err:
+            raise VLPError(f"--tokenized_input: token {err.args[0]!r} of {text!r} is not in "
+                           "the vocabulary (with --tokenized_input captions are given as "
+                           "the vocabulary's own tokens, separated by spaces)") from None
+
+
 def tokenize(tokenizer, texts: list[str], batch: int = 4096) -> TokenizedTexts:
     pieces, lengths = [], []
     for start in range(0, len(texts), batch):
@@ -59,6 +85,7 @@ def cache_key(tokenizer, texts: list[str]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     h.update(repr(getattr(tokenizer, "do_lower_case", None)).encode())
+    h.update(getattr(tokenizer, "cache_tag", "").encode())
     for text in texts:
         h.update(text.encode("utf-8"))
         h.update(b"\0")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vlp.data.captions import read_json
@@ -182,6 +182,11 @@ def read_imdb(path: str | Path, *, require_answers: bool = False) -> list[VQAExa
     entries = _load_object_npy(path)
     if len(entries) == 0 or not isinstance(entries[0], dict):
         raise VLPError(f"{path}: an imdb starts with a header dict")
+    if "question_id" in entries[0] or "question_str" in entries[0]:
+        # Pythia (and VLP after it) skip entry 0 unread: a file without the header would
+        # silently lose its first question.
+        raise VLPError(f"{path}: entry 0 is a question, not the imdb header (Pythia's imdb "
+                       "files start with a header dict such as {'has_answer': True, ...})")
     examples, unanswered = [], []
     for i, e in enumerate(entries[1:], start=1):
         if not isinstance(e, dict) or "question_id" not in e:
@@ -207,7 +212,28 @@ def read_vqa(source: str | Path, annotations: str | Path | None = None, *,
     """An imdb `.npy`, or an official questions JSON (with its annotations JSON if any)."""
     if Path(source).suffix == ".npy":
         if annotations is not None:
-            raise VLPError(f"{source}: an imdb carries its answers; no annotations file "
-                           "goes with it")
+            return imdb_with_annotations(read_imdb(source), source, annotations)
         return read_imdb(source, require_answers=require_answers)
     return read_vqa_json(source, annotations, require_answers=require_answers)
+
+
+def imdb_with_annotations(examples: list[VQAExample], source, annotations) -> list[VQAExample]:
+    """VLP's evaluation: the imdb names the questions, the official annotations (its
+    --ref_file) answer them; each imdb question needs exactly one annotation and each
+    annotation a question, as the official tool asserts."""
+    by_id = {a["question_id"]: a for a in read_annotations(annotations)}
+    unanswered = [e.question_id for e in examples if e.question_id not in by_id]
+    if unanswered:
+        raise VLPError(f"{annotations}: no annotation for questions of {source}, "
+                       f"{id_list(unanswered)}")
+    asked = {e.question_id for e in examples}
+    orphans = [qid for qid in by_id if qid not in asked]
+    if orphans:
+        raise VLPError(f"{annotations}: annotations for questions not in {source}, "
+                       f"{id_list(orphans)}")
+    joined = []
+    for e in examples:
+        official = _from_json({"question_id": e.question_id, "image_id": e.image_id,
+                               "question": e.question}, by_id[e.question_id])
+        joined.append(replace(official, image_name=e.image_name))
+    return joined

@@ -21,17 +21,19 @@ class CaptionGenerator:
     def __init__(self, model, settings: SearchSettings, use_cache: bool = True):
         self.model, self.s, self.use_cache = model, settings, use_cache
 
-    def _steps(self, region_features, region_locations, num_regions):
+    def _steps(self, region_features, region_locations, num_regions, mask_lengths=None):
         return decoding_steps(self.model, region_features, region_locations, num_regions,
-                              self.s.max_length, self.use_cache)
+                              self.s.max_length, self.use_cache, mask_lengths)
 
-    def generate(self, region_features, region_locations, num_regions) -> list[Hypothesis]:
-        """The best caption per image (beam search when beam_size > 1, else greedy)."""
+    def generate(self, region_features, region_locations, num_regions,
+                 mask_lengths=None) -> list[Hypothesis]:
+        """The best caption per image (beam search when beam_size > 1, else greedy);
+        `mask_lengths` as vlp.model.decoding's (VLP's SCST layout)."""
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                steps = self._steps(region_features, region_locations, num_regions)
+                steps = self._steps(region_features, region_locations, num_regions, mask_lengths)
                 rows = region_features.shape[0]
                 if self.s.beam_size > 1:
                     return beam_search(steps, rows, self.s)
@@ -40,11 +42,13 @@ class CaptionGenerator:
             self.model.train(was_training)
 
     def sample(self, region_features, region_locations, num_regions, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, generator=None) -> Samples:
-        """One sampled caption per image, in the model's current mode and grad setting."""
-        steps = self._steps(region_features, region_locations, num_regions)
+               top_k: int = 0, top_p: float = 1.0, generator=None, mask_lengths=None,
+               after_end: int = 0) -> Samples:
+        """One sampled caption per image, in the model's current mode and grad setting;
+        `mask_lengths` and `after_end` as decoding_steps' and search.sample's."""
+        steps = self._steps(region_features, region_locations, num_regions, mask_lengths)
         return sample(steps, region_features.shape[0], self.s, temperature, top_k, top_p,
-                      self.model.config.pad_token_id, generator)
+                      self.model.config.pad_token_id, generator, after_end)
 
 
 __all__ = ["CaptionGenerator", "Hypothesis", "Samples", "SearchSettings", "beam_search",

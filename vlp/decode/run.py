@@ -3,7 +3,6 @@ when the split has references, the metrics beside them."""
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from pathlib import Path
@@ -16,23 +15,41 @@ from vlp.data.region_text import RegionImages, pad_regions
 from vlp.data.sources import keep_present, open_features
 from vlp.decode import CaptionGenerator, SearchSettings
 from vlp.errors import VLPError
+from vlp.model.load import checkpoint_name
 
 
 def checkpoints(pattern: str) -> list[Path]:
-    found = sorted(Path(p) for p in glob.glob(pattern.strip()))
-    if not found:
-        raise VLPError(f"--model_recover_path {pattern}: no checkpoint matches")
-    return found
+    from vlp.model.load import expand
+
+    return expand(pattern)
 
 
-def load_model(path: Path):
-    from vlp.model import UnifiedVLP
+def load_model(path: Path, bert_dir=None, config_file=None):
+    """The checkpoint's model as VLP's decoder had it: sizes a VLP .bin does not store
+    from --config_path (else --bert_model's config.json), and a --relax_projection
+    masked-LM head cut to its seq2seq projection, as VLP loaded it into a one-projection
+    decoder."""
+    from vlp.model.config import RELAX_TASK_INDEX
+    from vlp.model.convert import check_config_file, fit_relax_projection
+    from vlp.model.load import load
 
-    if path.is_dir():
-        return UnifiedVLP.from_pretrained(path)
-    from vlp.model.convert import from_vlp_bin
+    overrides = {"config_file": Path(config_file)} if config_file else {}
+    model = load(path, bert_dir, **overrides)
+    if config_file:
+        check_config_file(model.config, Path(config_file), path)
+    return fit_relax_projection(model, 0, RELAX_TASK_INDEX["s2s"])
 
-    return from_vlp_bin(UnifiedVLP, path)
+
+def valid_images(args) -> set[str] | None:
+    """--file_valid_jpgs filters Conceptual Captions only: VLP's decoding ignored it for
+    COCO and Flickr30k, whose Karpathy splits name only images that have features."""
+    if not args.file_valid_jpgs:
+        return None
+    if args.dataset in ("coco", "flickr30k"):
+        print(f"--file_valid_jpgs is not used for --dataset {args.dataset} (as in VLP): "
+              "every image of the split is decoded", file=sys.stderr)
+        return None
+    return read_valid_jpgs(args.file_valid_jpgs)
 
 
 def vocabulary_dir(args, checkpoint: Path) -> Path:
@@ -75,7 +92,7 @@ def decode(args) -> list[dict]:
 
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
-    valid = read_valid_jpgs(args.file_valid_jpgs) if args.file_valid_jpgs else None
+    valid = valid_images(args)
     images = read_images([args.src_file], args.split, args.dataset, valid)
     store = open_features(args)
     present = keep_present((i.image_key for i in images), store, args.skip_missing_features,
@@ -83,7 +100,7 @@ def decode(args) -> list[dict]:
     images = [i for i in images if i.image_key in present]
     summaries = []
     for path in checkpoints(args.model_recover_path):
-        model = load_model(path).to(device).eval()
+        model = load_model(path, args.bert_model, args.config_path).to(device).eval()
         tokenizer = load_tokenizer(vocabulary_dir(args, path), args.do_lower_case)
         if args.len_vis_input > model.config.max_regions:
             raise VLPError(f"--len_vis_input {args.len_vis_input} is more than {path} takes "
@@ -106,16 +123,16 @@ def score_grounding(args, checkpoint: Path, model, store, present, tokenizer, de
     from vlp.eval.grounding import score_references
     from vlp.train.precision import autocast, choose
 
-    valid = read_valid_jpgs(args.file_valid_jpgs) if args.file_valid_jpgs else None
-    captions = [c for c in read_captions([args.src_file], (args.split,), valid)
+    # `present` holds the decoded images only (after --file_valid_jpgs).
+    captions = [c for c in read_captions([args.src_file], (args.split,))
                 if c.image_key in present]
-    with autocast(choose(False, args.fp16 or args.amp, device), device):
+    with autocast(choose(False, args.fp16, device), device):
         # Scoring keeps no beams: rows of a larger batch cost little more than a small one's.
         g = score_references(model, captions, store, tokenizer, args.len_vis_input,
                              args.box_norm, args.max_tgt_length, max(args.batch_size, 128),
                              device, progress=not args.no_progress)
     out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent
-    path = out_dir / f"{checkpoint.name}.{args.split}.grounding.json"
+    path = out_dir / f"{checkpoint_name(checkpoint)}.{args.split}.grounding.json"
     path.write_text(json.dumps(g.as_dict(), indent=2) + "\n")
     print(f"  {g.summary()} -> {path}")
     return g.as_dict()
@@ -128,7 +145,7 @@ def caption_images(generator, images, store, args, device, tokenizer) -> list[di
                            generator.model.config.region_box_frequencies)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=_as_list)
-    precision = choose(False, args.fp16 or args.amp, device)
+    precision = choose(False, args.fp16, device)
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm
@@ -156,7 +173,7 @@ def _as_list(examples: list[dict]) -> list[dict]:
 def write_outputs(args, checkpoint: Path, results: list[dict]) -> dict:
     out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{checkpoint.name}.{args.split}.beam{args.beam_size}"
+    stem = f"{checkpoint_name(checkpoint)}.{args.split}.beam{args.beam_size}"
     results_path = out_dir / f"{stem}.results.json"
     results_path.write_text(json.dumps(results, ensure_ascii=False) + "\n")
     metrics = None

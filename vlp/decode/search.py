@@ -61,7 +61,8 @@ def _cut(tokens: list[int], eos: int) -> tuple[list[int], bool]:
 
 @torch.no_grad()
 def greedy(steps, rows: int, s: SearchSettings) -> list[Hypothesis]:
-    procs = s.processors()
+    """The most likely token at every step. As VLP's greedy decoding, --min_len and
+    --forbid_duplicate_ngrams do not apply here (its beam search alone honoured them)."""
     device = None
     history, scores, done, prev = None, None, None, None
     for _ in range(s.max_length):
@@ -71,7 +72,6 @@ def greedy(steps, rows: int, s: SearchSettings) -> list[Hypothesis]:
             history = torch.zeros(rows, 0, dtype=torch.long, device=device)
             scores = torch.zeros(rows, device=device)
             done = torch.zeros(rows, dtype=torch.bool, device=device)
-        lprobs = apply(procs, lprobs, history)
         best, prev = lprobs.max(-1)
         scores += best.masked_fill(done, 0.0)
         prev = prev.masked_fill(done, s.eos_id)
@@ -144,34 +144,39 @@ def beam_search(steps, batch: int, s: SearchSettings) -> list[Hypothesis]:
 
 @dataclass
 class Samples:
-    tokens: torch.Tensor     # [rows, T]; after the end token: pad_id
-    log_probs: torch.Tensor  # [rows, T] of the sampled tokens (0 after the end); keeps grad
+    tokens: torch.Tensor     # [rows, T]; after the end token (and `after_end` more): pad_id
+    log_probs: torch.Tensor  # [rows, T] of the sampled tokens (0 where pad_id); keeps grad
     lengths: torch.Tensor    # [rows] tokens up to and including the end token
 
 
 def sample(steps, rows: int, s: SearchSettings, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, pad_id: int = 0,
-           generator: torch.Generator | None = None) -> Samples:
+           generator: torch.Generator | None = None, after_end: int = 0) -> Samples:
     """Draw one caption per row from the model's distribution (with temperature, top-k,
-    top-p). Runs under the caller's grad mode, so SCST can backpropagate the log-probs."""
+    top-p). Runs under the caller's grad mode, so SCST can backpropagate the log-probs.
+    `after_end`: steps a row goes on drawing after its end token, those tokens and
+    log-probs kept as drawn (VLP's SCST loss counts the token drawn right after the end);
+    pad_id and 0 only after them."""
     procs = s.processors()
-    tokens, log_probs, prev, done, history = [], [], None, None, None
-    for _ in range(s.max_length):
+    tokens, log_probs, prev, end_step, history = [], [], None, None, None
+    for t in range(s.max_length):
         logits = steps.step(prev).float() / temperature
         if history is None:
             device = logits.device
             history = torch.zeros(rows, 0, dtype=torch.long, device=device)
-            done = torch.zeros(rows, dtype=torch.bool, device=device)
+            end_step = torch.full((rows,), s.max_length, dtype=torch.long, device=device)
         lprobs = apply(procs, F.log_softmax(logits, dim=-1), history)
         with torch.no_grad():
             probs = _filter(lprobs.detach(), top_k, top_p).softmax(-1)
             prev = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        done = t > end_step + after_end
         prev = prev.masked_fill(done, pad_id)
         log_probs.append(lprobs.gather(1, prev[:, None]).squeeze(1).masked_fill(done, 0.0))
         tokens.append(prev)
         history = torch.cat([history, prev[:, None]], 1)
-        done = done | (prev == s.eos_id)
-        if done.all():
+        first_end = (prev == s.eos_id) & (end_step == s.max_length)
+        end_step = end_step.masked_fill(first_end, t)
+        if bool((end_step + after_end <= t).all()):
             break
     out = torch.stack(tokens, 1)
     is_eos = out == s.eos_id

@@ -7,6 +7,11 @@ between digits (then every listed mark is deleted); at most 32 periods not follo
 digit are deleted; the text is lower-cased, number words zero to ten (and "none") become
 digits, "a", "an", "the" are dropped, and apostrophe-less contractions gain their
 apostrophe. Training answers get the same treatment, as Pythia's imdb (used by VLP) did.
+
+The answer vocabulary VLP trained with is Pythia's `answers_vqa.txt`: `build_pythia_vocab`
+makes it the way Pythia's `process_answers.py` did (`pythia_answer` of each question's
+`multiple_choice_answer`, kept when at least 9 questions have it, sorted, after `<unk>`);
+`build_vocab` is the alternative over all annotators' answers.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from pathlib import Path
 from vlp.errors import VLPError
 
 DEFAULT_VOCAB_SIZE = 3129  # VLP's (and BUTD's) answer count on VQA v2
+UNK = "<unk>"  # index 0 of Pythia's answer list; VLP never predicted it
+PYTHIA_MIN_COUNT = 9  # the --min_freq with which Pythia built answers_vqa.txt
+# Where VLP's loader and eval_vqa2.py read Pythia's answer list (under the working
+# directory, as VLP's README unpacks Pythia's vocab.tar.gz).
+PYTHIA_ANSWERS = Path("pythia/data/vocabs/answers_vqa.txt")
 
 # Marks the official tool removes or turns into a space (its Python 3 list; ':' and the
 # apostrophe are not among them, '.' is handled on its own below).
@@ -87,10 +97,16 @@ def canonical_words(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+def unfold_whitespace(text: str) -> str:
+    """Newlines and tabs to spaces, ends stripped: the official tool's first step."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(text: str) -> str:
-    """A predicted answer as the official evaluation compares it."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return canonical_words(strip_punctuation(text))
+    """An answer as the official evaluation compares it (a prediction always in the tool
+    before 2021; since then prediction and ground truth alike when the ground truth
+    answers differ)."""
+    return canonical_words(strip_punctuation(unfold_whitespace(text)))
 
 
 def soft_score(count: int, total: int) -> float:
@@ -118,6 +134,14 @@ class AnswerVocab:
         if len(self.index) != len(self.answers):
             dupes = sorted(a for a, c in Counter(self.answers).items() if c > 1)
             raise VLPError(f"answer vocabulary repeats {len(dupes)} answers: {dupes[:10]}")
+        if len(self.answers) <= self.first_answer:
+            raise VLPError("the answer vocabulary is empty (or holds only <unk>)")
+
+    @property
+    def first_answer(self) -> int:
+        """Index of the first answer a prediction may be: 1 when the list starts with
+        `<unk>` (Pythia's, and VLP took the argmax over logits[:, 1:] + 1), else 0."""
+        return 1 if self.answers and self.answers[0] == UNK else 0
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -174,6 +198,29 @@ def build_vocab(answer_lists: Iterable[Sequence[str]], size: int = DEFAULT_VOCAB
     if not ranked:
         raise VLPError("no answers to build a vocabulary from")
     return AnswerVocab(ranked[:size])
+
+
+def pythia_answer(text: str) -> str:
+    """Pythia's `preprocess_answer`, with which it built answers_vqa.txt: the official
+    punctuation and word steps, then commas deleted (none are left by then)."""
+    return canonical_words(strip_punctuation(text)).replace(",", "")
+
+
+def build_pythia_vocab(consensus: Iterable[tuple[int, str]],
+                       min_count: int = PYTHIA_MIN_COUNT) -> AnswerVocab:
+    """Pythia's answers_vqa.txt rule (VLP's answer list) from (question id,
+    multiple_choice_answer) pairs: each answer processed by `pythia_answer`, kept when it is
+    the answer of at least `min_count` distinct questions, empty ones dropped, sorted, with
+    `<unk>` at index 0."""
+    questions: dict[str, set] = {}
+    for question_id, answer in consensus:
+        questions.setdefault(pythia_answer(answer), set()).add(question_id)
+    kept = sorted(a.strip() for a, ids in questions.items()
+                  if len(ids) >= min_count and a.strip())
+    if not kept:
+        raise VLPError(f"no multiple_choice_answer is that of {min_count} or more training "
+                       "questions; lower --answer_min_count")
+    return AnswerVocab([UNK] + kept)
 
 
 @dataclass

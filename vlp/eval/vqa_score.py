@@ -1,9 +1,14 @@
 """The official VQA accuracy (GT-Vision-Lab/VQA `vqaEval.py`), answer for answer.
 
-Per question: the prediction is normalised (`normalize_answer`); the ground truth answers
-are only stripped of punctuation, and only when they are not all identical (no
-lower-casing, no number words, no articles: "Two" among the answers never matches);
-then, for each of the ten answers left out in turn, min(1, matches among the other nine
+Per question, `metric="official"` (the tool since 2021-03-11): newlines and tabs become
+spaces and the ends are stripped, in the prediction and in the ten ground truth answers;
+then, only when those ten are not all identical, all eleven are normalised alike
+(`normalize_answer`: punctuation, lower case, number words, articles, contractions).
+`metric="pre2021"` (the tool before, and the copy in Pythia that VLP's eval_vqa2.py ran):
+the prediction is always normalised, the ground truth answers are only stripped of
+punctuation, and only when they are not all identical (no lower-casing, no number words,
+no articles: "Two" among the answers never matches).
+Then, for each of the ten answers left out in turn, min(1, matches among the other nine
 / 3), averaged. Answers are told apart by (answer, confidence, id), as the official tool
 compares answer records (by position when the reader has no ids, as with an imdb).
 Overall and per-type figures are 100 * sum / count over the questions in annotation-file
@@ -20,19 +25,35 @@ from pathlib import Path
 from vlp.data.captions import read_json
 from vlp.data.vqa import VQAExample, id_list, read_vqa_json
 from vlp.errors import VLPError
-from vlp.eval.vqa_answers import normalize_answer, strip_punctuation
+from vlp.eval.vqa_answers import normalize_answer, strip_punctuation, unfold_whitespace
 
 DIGITS = 2  # the official tool's default precision
+OFFICIAL, PRE_2021 = "official", "pre2021"
+METRICS = (OFFICIAL, PRE_2021)
 
 
-def question_accuracy(prediction: str, example: VQAExample) -> float:
+def compared_answers(prediction: str, truth: Sequence[str], metric: str = OFFICIAL
+                     ) -> tuple[str, list[str]]:
+    """The prediction and the ground truth answers as the chosen version of the tool
+    compares them."""
+    if metric == OFFICIAL:
+        prediction = unfold_whitespace(prediction)
+        truth = [unfold_whitespace(a) for a in truth]
+        if len(set(truth)) > 1:
+            return normalize_answer(prediction), [normalize_answer(a) for a in truth]
+        return prediction, truth
+    if metric == PRE_2021:
+        if len(set(truth)) > 1:
+            truth = [strip_punctuation(a) for a in truth]
+        return normalize_answer(prediction), list(truth)
+    raise VLPError(f"--vqa_metric {metric}: expected one of {', '.join(METRICS)}")
+
+
+def question_accuracy(prediction: str, example: VQAExample, metric: str = OFFICIAL) -> float:
     """Unrounded official accuracy of one prediction, in [0, 1]."""
     if not example.answers:
         raise VLPError(f"question {example.question_id} has no ground truth answers")
-    predicted = normalize_answer(prediction)
-    truth = list(example.answers)
-    if len(set(truth)) > 1:
-        truth = [strip_punctuation(a) for a in truth]
+    predicted, truth = compared_answers(prediction, example.answers, metric)
     n = len(truth)
     ids = example.answer_ids if example.answer_ids is not None else range(n)
     confidences = example.answer_confidences or (None,) * n
@@ -76,9 +97,10 @@ def _percent(values: list[float], digits: int) -> float:
 
 
 def score(predictions: Mapping[int, str], examples: Sequence[VQAExample],
-          digits: int = DIGITS) -> VQAScores:
+          digits: int = DIGITS, metric: str = OFFICIAL) -> VQAScores:
     """Official accuracy of `predictions` ({question_id: answer}) on annotated `examples`,
-    summed in the order given (the annotations file's, for figures equal to the tool's)."""
+    summed in the order given (the annotations file's, for figures equal to the tool's);
+    `metric` picks the tool's version (module docstring)."""
     if not examples:
         raise VLPError("no annotated questions to score")
     check_coverage(predictions.keys(), [e.question_id for e in examples])
@@ -87,7 +109,7 @@ def score(predictions: Mapping[int, str], examples: Sequence[VQAExample],
     by_question_type: dict[str, list[float]] = {}
     per_question = {}
     for e in examples:
-        acc = question_accuracy(predictions[e.question_id], e)
+        acc = question_accuracy(predictions[e.question_id], e, metric)
         overall.append(acc)
         if e.answer_type is not None:  # imdb files carry no types
             by_answer_type.setdefault(e.answer_type, []).append(acc)
@@ -141,13 +163,13 @@ def read_results(path: str | Path) -> dict[int, str]:
 
 
 def score_files(results: str | Path, questions: str | Path, annotations: str | Path,
-                digits: int = DIGITS) -> VQAScores:
+                digits: int = DIGITS, metric: str = OFFICIAL) -> VQAScores:
     """`vlp score-vqa`: official accuracy of a results file on one annotated split."""
     predictions = read_results(results)
     examples = read_vqa_json(questions, annotations, annotation_order=True)
     check_coverage(predictions.keys(), [e.question_id for e in examples],
                    results=str(results), questions=str(annotations))
-    return score(predictions, examples, digits)
+    return score(predictions, examples, digits, metric)
 
 
 def write_metrics(scores: VQAScores, path: str | Path) -> None:

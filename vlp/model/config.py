@@ -19,9 +19,16 @@ SIX_TYPE_IDS = {"bi": (0, 1), "s2s": (4, 5)}
 # The legacy scheme: image block 0, text 1 whatever the objective.
 TWO_TYPE_IDS = {"bi": (0, 1), "s2s": (0, 1)}
 
+# VLP's task index of an example, which picks its projection in a --relax_projection
+# masked-LM head (UniLM's numbering: 1 and 2 were its left-to-right and right-to-left).
+RELAX_TASK_INDEX = {"bi": 0, "s2s": 3}
+
 _ACTIVATIONS = ("gelu", "relu")
 # 2^16 * pi cycles per image is already far below a pixel's width at any image size.
 MAX_BOX_FREQUENCIES = 16
+
+
+NEW_LAYER_INITS = ("torch", "bert")
 
 
 @dataclass
@@ -55,6 +62,15 @@ class VLPConfig:
     region_box_frequencies: int = 0
     # Answer classes of the VQA head on [CLS] * first [SEP]; 0 = no VQA head.
     vqa_answers: int = 0
+    # VLP's --relax_projection: the masked-LM head's transform has this many projections
+    # (VLP used 4), one per task index (seq2seq 3, bidirectional 0); 0 or 1: one.
+    relax_projection: int = 0
+    # BERT's pooler (dense + tanh on [CLS]), which VLP's masked-region loss
+    # (--vis_mask_prob) adds to each masked region's location embedding.
+    pooler: bool = False
+    # How the layers BERT lacks (regions, VQA head) start: "torch", PyTorch's default, as
+    # VLP created them after BERT's init; "bert", BERT's normal(0, initializer_range).
+    new_layer_init: str = "bert"
     pad_token_id: int = 0
     cls_token_id: int = 101
     sep_token_id: int = 102
@@ -116,8 +132,16 @@ class VLPConfig:
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise VLPError(f"model config: {name} {getattr(self, name)} is outside the "
                                f"vocabulary (vocab_size {self.vocab_size})")
-        if self.region_classes < 0 or self.vqa_answers < 0:
-            raise VLPError("model config: region_classes and vqa_answers must be >= 0")
+        if self.new_layer_init not in NEW_LAYER_INITS:
+            raise VLPError(f"model config: new_layer_init {self.new_layer_init!r} is not one "
+                           f"of {', '.join(NEW_LAYER_INITS)}")
+        if self.region_classes < 0 or self.vqa_answers < 0 or self.relax_projection < 0:
+            raise VLPError("model config: region_classes, vqa_answers and relax_projection "
+                           "must be >= 0")
+        if self.relax_projection > 1 and self.relax_projection <= max(RELAX_TASK_INDEX.values()):
+            raise VLPError(f"model config: relax_projection {self.relax_projection} has no "
+                           f"projection for task index {max(RELAX_TASK_INDEX.values())} "
+                           "(seq2seq); VLP used 4")
         if not 0 <= self.region_box_frequencies <= MAX_BOX_FREQUENCIES:
             raise VLPError(f"model config: region_box_frequencies must be between 0 and "
                            f"{MAX_BOX_FREQUENCIES}, got {self.region_box_frequencies}")

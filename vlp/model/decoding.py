@@ -6,6 +6,11 @@ keys/values go into a per-layer cache, so a step costs two new positions; `FullS
 recomputes the whole sequence every step (for checking and benchmarking; same result).
 Both expose `step(prev_tokens) -> logits [rows, vocab]` and `reorder(index)` (keep rows
 `index`, as beams do), and nothing else: the search strategies live in vlp.decode.
+
+VLP's SCST decoded with the attention mask and segment ids of the training example
+(`mask_lengths`: that example's text length, its final [SEP] included): text positions
+from that length on were the example's padding, whose mask rows see the image block
+only and whose segment id is 0. `CachedSteps(mask_lengths=...)` decodes that way.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ def _check_fit(model, num_regions_slots: int, max_length: int) -> None:
 class CachedSteps:
     """Decoding with the per-layer key/value cache of the model's encoder."""
 
-    def __init__(self, model, region_features, region_locations, num_regions, max_length: int):
+    def __init__(self, model, region_features, region_locations, num_regions, max_length: int,
+                 mask_lengths: torch.Tensor | None = None):
         _check_fit(model, region_features.shape[1], max_length)
         model._check_regions(region_features, region_locations)
         self.model, self.c = model, model.config
+        self.mask_lengths = mask_lengths
         b, r = region_features.shape[:2]
         device = region_features.device
         self.slots = r
@@ -64,14 +71,20 @@ class CachedSteps:
         ids = mask_tok if prev_tokens is None else torch.cat([prev_tokens[:, None], mask_tok], 1)
         new = ids.shape[1]
         first_text = self.t if prev_tokens is None else self.t - 1
-        positions = self.num_regions[:, None] + 2 + first_text + torch.arange(new, device=device)
-        x = e(e.words(ids, positions), torch.full_like(ids, self.text_type))
+        text_index = first_text + torch.arange(new, device=device)
+        positions = self.num_regions[:, None] + 2 + text_index
+        segments = torch.full_like(ids, self.text_type)
         cached_text = len(self.cache) - (self.slots + 2)
         keys = torch.cat([self.prefix_valid,
                           torch.ones(rows, cached_text + new, dtype=torch.bool, device=device)], 1)
         mask = keys[:, None, None, :].repeat(1, 1, new, 1)
         if new == 2:
             mask[:, :, 0, -1] = False  # the previous token does not see the [MASK] after it
+        if self.mask_lengths is not None:
+            padding = text_index[None, :] >= self.mask_lengths[:, None]      # [rows, new]
+            segments = segments.masked_fill(padding, 0)
+            mask[:, 0, :, self.slots + 2:] &= ~padding[:, :, None]
+        x = e(e.words(ids, positions), segments)
         hidden = self.model.encoder(x, mask, self.cache, keep=new - 1)
         self.t += 1
         return self.model.mlm_logits(hidden[:, -1])
@@ -80,6 +93,8 @@ class CachedSteps:
         self.cache.reorder(index)
         self.prefix_valid = self.prefix_valid.index_select(0, index)
         self.num_regions = self.num_regions.index_select(0, index)
+        if self.mask_lengths is not None:
+            self.mask_lengths = self.mask_lengths.index_select(0, index)
 
 
 class FullSteps:
@@ -110,6 +125,12 @@ class FullSteps:
 
 
 def decoding_steps(model, region_features, region_locations, num_regions, max_length: int,
-                   use_cache: bool = True):
+                   use_cache: bool = True, mask_lengths: torch.Tensor | None = None):
+    if mask_lengths is not None:
+        if not use_cache:
+            raise VLPError("decoding with a training example's mask (mask_lengths) needs the "
+                           "key/value cache (use_cache=True)")
+        return CachedSteps(model, region_features, region_locations, num_regions, max_length,
+                           mask_lengths)
     cls = CachedSteps if use_cache else FullSteps
     return cls(model, region_features, region_locations, num_regions, max_length)

@@ -64,6 +64,15 @@ class RegionEmbedding(nn.Module):
         return (self.feature(features) + self.location(locations[..., :self.loc_dim])
                 + self.box(locations[..., self.loc_dim:]))
 
+    def parts(self, features: torch.Tensor, locations: torch.Tensor):
+        """The two terms of the slot apart: the feature embedding and the location
+        embedding (with the box sines/cosines' term, when the model has them), VLP's
+        vis_feats and vis_pe, which its masked-region loss compares."""
+        if self.box is None:
+            return self.feature(features), self.location(locations)
+        return (self.feature(features), self.location(locations[..., :self.loc_dim])
+                + self.box(locations[..., self.loc_dim:]))
+
     @torch.no_grad()
     def init_from_fc7(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Start the first feature layer from a detector's fc7, as VLP did with Detectron's."""

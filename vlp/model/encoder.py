@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.model.config import VLPConfig
-from vlp.model.dropout import Dropout, dropout, dropout_add, keep_weights
+from vlp.model.dropout import Dropout, dropout_add, keep_weights
 
 
 class KVCache:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp.model.config import VLPConfig
+from vlp.model.config import RELAX_TASK_INDEX, VLPConfig
 
 
 @dataclass
@@ -92,35 +93,80 @@ def mask_text(text_ids: torch.Tensor, text_lengths: torch.Tensor, config: VLPCon
 
 class MaskedLMHead(nn.Module):
     """BERT's prediction head: dense -> activation -> LayerNorm, then the word embedding
-    matrix (tied, not copied) plus an output-only bias."""
+    matrix (tied, not copied) plus an output-only bias.
+
+    With relax_projection P > 1 (VLP's --relax_projection) the dense layer makes P
+    projections, the LayerNorm normalises all P together (VLP's did), and each example
+    keeps the projection of its task index (see RELAX_TASK_INDEX; seq2seq when none)."""
 
     def __init__(self, config: VLPConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.projections = max(config.relax_projection, 1)
+        width = config.hidden_size * self.projections
+        self.dense = nn.Linear(config.hidden_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.act = F.gelu if config.hidden_act == "gelu" else F.relu
         # A list keeps the embedding out of this module's parameters and state dict.
         self._tied = [word_embeddings]
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None):
         x = self.LayerNorm(self.act(self.dense(hidden)))
+        if self.projections > 1:
+            x = pick_projection(x, self.projections, task_idx)
         return F.linear(x, self._tied[0].weight, self.bias)
 
 
+def pick_projection(x: torch.Tensor, projections: int, task_idx: torch.Tensor | int | None):
+    """[B, ..., P * H] -> [B, ..., H]: projection `task_idx` (an int, or [B] per example)."""
+    x = x.unflatten(-1, (projections, -1))
+    if task_idx is None:
+        task_idx = RELAX_TASK_INDEX["s2s"]
+    if isinstance(task_idx, int):
+        return x[..., task_idx, :]
+    index = task_idx.view(-1, *[1] * (x.dim() - 1)).expand(*x.shape[:-2], 1, x.shape[-1])
+    return x.gather(-2, index).squeeze(-2)
+
+
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                   label_smoothing: float = 0.0, drop_worst: float = 0.0):
-    """Cross-entropy averaged over real predictions (filler slots weigh nothing).
+                   label_smoothing: float = 0.0, drop_worst: float = 0.0, pad_id: int = 0):
+    """VLP's masked-LM loss: per prediction the cross-entropy, or with `label_smoothing`
+    the KL divergence to VLP's smoothed target (smoothed_kl), summed over the real
+    predictions (filler slots weigh nothing) and divided by their count + 1e-5, as VLP.
 
     `drop_worst` (VLP's --max_drop_worst_ratio) leaves out that share of the batch's
-    examples, those with the largest summed loss, and averages over the rest's
-    predictions; int(B * (1 - drop_worst)) examples are kept, as VLP counted them."""
-    per_slot = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none",
-                               label_smoothing=label_smoothing).view(labels.shape)
+    examples, those with the largest summed loss, and divides by the rest's predictions;
+    int(B * (1 - drop_worst)) examples are kept, as VLP counted them."""
+    flat_logits, flat_labels = logits.flatten(0, 1).float(), labels.flatten()
+    if label_smoothing > 0.0:
+        per_slot = smoothed_kl(flat_logits, flat_labels, label_smoothing, pad_id)
+    else:
+        per_slot = F.cross_entropy(flat_logits, flat_labels, reduction="none")
     w = weights.to(per_slot.dtype)
-    per_slot = per_slot * w
+    per_slot = per_slot.view(labels.shape) * w
     if drop_worst > 0.0:
         keep = torch.topk(per_slot.sum(1), int(labels.shape[0] * (1.0 - drop_worst)),
                           largest=False).indices
         per_slot, w = per_slot[keep], w[keep]
-    return per_slot.sum() / w.sum().clamp(min=1.0)
+    # VLP's denominator: the predictions kept plus 1e-5 (no division by zero).
+    return per_slot.sum() / (w.sum() + 1e-5)
+
+
+def smoothed_kl(logits: torch.Tensor, labels: torch.Tensor, smoothing: float,
+                pad_id: int = 0) -> torch.Tensor:
+    """KL(q || softmax(logits)) per row [N], q VLP's smoothed target: 1 - smoothing on the
+    label, smoothing / (V - 2) on every other token but padding, nothing on padding; 0 for
+    a row labelled padding. Computed in closed form (no [N, V] target table):
+    sum q log q - (1 - s) log p[label] - s / (V - 2) (sum log p - log p[label] - log p[pad])."""
+    vocab = logits.shape[-1]
+    confidence, spread = 1.0 - smoothing, smoothing / (vocab - 2)
+    entropy = _xlogx(confidence) + (vocab - 2) * _xlogx(spread)
+    logp = F.log_softmax(logits, dim=-1)
+    at_label = logp.gather(-1, labels[:, None]).squeeze(-1)
+    others = logp.sum(-1) - at_label - logp[:, pad_id]
+    kl = entropy - confidence * at_label - spread * others
+    return kl.masked_fill(labels == pad_id, 0.0)
+
+
+def _xlogx(x: float) -> float:
+    return x * math.log(x) if x > 0.0 else 0.0

@@ -96,3 +96,14 @@ def check_lengths(num_regions: torch.Tensor, text_lengths: torch.Tensor, region_
     if longest > config.max_position_embeddings:
         raise VLPError(f"sequence of {longest} positions ([CLS] + regions + [SEP] + text) is "
                        f"longer than max_position_embeddings {config.max_position_embeddings}")
+
+
+def hide_regions(layout: Layout, region_masked: torch.Tensor) -> Layout:
+    """The layout with the regions `region_masked` [B, R] marks seen by no query, their
+    own included: --block_masked_regions, what VLP's loader meant its masked regions'
+    attention-mask columns to be (see vlp.model.masked_regions)."""
+    b, r = region_masked.shape
+    hidden = torch.zeros(b, layout.mask.shape[-1], dtype=torch.bool, device=region_masked.device)
+    hidden[:, 1:r + 1] = region_masked
+    return Layout(layout.mask & ~hidden[:, None, None, :], layout.position_ids,
+                  layout.token_type_ids, layout.valid)

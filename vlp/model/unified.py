@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from vlp.errors import VLPError
-from vlp.model.config import VLPConfig
+from vlp.model.config import RELAX_TASK_INDEX, VLPConfig
 from vlp.model.embeddings import Embeddings, RegionEmbedding
 from vlp.model.encoder import Encoder, KVCache
 from vlp.model.masked_lm import MaskDraws, MaskedLMHead, MaskedText, mask_text, masked_lm_loss
-from vlp.model.masks import Layout, build_layout, check_lengths, draw_objectives
+from vlp.model.masked_regions import Pooler, masked_region_loss
+from vlp.model.masks import Layout, build_layout, check_lengths, draw_objectives, hide_regions
 
 
 class UnifiedVLP(nn.Module):
@@ -31,7 +32,14 @@ class UnifiedVLP(nn.Module):
             h = config.hidden_size
             self.vqa_head = nn.Sequential(nn.Linear(h, 2 * h), nn.ReLU(),
                                           nn.Linear(2 * h, config.vqa_answers))
+        self.pooler = Pooler(config.hidden_size) if config.pooler else None
         self.apply(self._init_weights)
+        if config.new_layer_init == "torch":
+            # VLP built its region and answer layers after BERT's init: PyTorch's defaults.
+            for part in (self.region, self.vqa_head):
+                for module in part.modules() if part is not None else ():
+                    if isinstance(module, nn.Linear):
+                        module.reset_parameters()
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -81,6 +89,15 @@ class UnifiedVLP(nn.Module):
               s2s: torch.Tensor, sparse_words: bool = False) -> tuple[torch.Tensor, Layout]:
         """Embedded sequence [B, L, H] and its layout (see vlp.model.masks); `sparse_words`
         as Embeddings.words, for a graph that goes on through the MLM head."""
+        x, layout, _ = self._embed(text_ids, text_lengths, region_features, region_locations,
+                                   num_regions, s2s, sparse_words)
+        return x, layout
+
+    def _embed(self, text_ids, text_lengths, region_features, region_locations, num_regions,
+               s2s, sparse_words, region_masked=None, block_masked=False):
+        """embed's sequence and layout; with `region_masked` [B, R] those regions' slots
+        are zero (and with `block_masked` seen by no position), and the regions' (feature,
+        location) embeddings come back too (see vlp.model.masked_regions)."""
         self._check_regions(region_features, region_locations)
         b, r = region_features.shape[:2]
         check_lengths(num_regions, text_lengths, r, text_ids.shape[1], self.config)
@@ -91,19 +108,40 @@ class UnifiedVLP(nn.Module):
         # vocabulary-sized table, so a second one would cost as much as a layer here.
         ids = torch.cat([ends, text_ids], 1)
         words = self.embeddings.words(ids, torch.cat([pos[:, :1], pos[:, r + 1:]], 1), sparse_words)
-        regions = self.region(region_features, region_locations.to(region_features.dtype))
+        locations, parts = region_locations.to(region_features.dtype), None
+        if region_masked is None:
+            regions = self.region(region_features, locations)
+        else:
+            parts = self.region.parts(region_features, locations)
+            regions = (parts[0] + parts[1]).masked_fill(region_masked[..., None], 0.0)
+            # VLP's loader meant to hide them from attention too, but its line
+            # `input_mask[:, vis_masked_pos].fill_(0)` filled a copy: they stayed visible.
+            if block_masked:
+                layout = hide_regions(layout, region_masked)
         slots = torch.cat([words[:, :1], regions.to(words.dtype), words[:, 1:]], dim=1)
-        return self.embeddings(slots, layout.token_type_ids), layout
+        return self.embeddings(slots, layout.token_type_ids), layout, parts
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-                s2s: torch.Tensor | None = None, sparse_words: bool = False) -> torch.Tensor:
+                s2s: torch.Tensor | None = None, sparse_words: bool = False,
+                region_masked: torch.Tensor | None = None,
+                block_masked: bool = False) -> torch.Tensor:
         """Last hidden states [B, R + 2 + T, H]. `s2s` [B] bool (default: all seq2seq);
-        `sparse_words` only when the loss goes through the MLM head (see embed)."""
+        `sparse_words` only when the loss goes through the MLM head (see embed);
+        `region_masked`, `block_masked`: regions masked (see _embed)."""
+        return self.encode(text_ids, text_lengths, region_features, region_locations,
+                           num_regions, s2s, sparse_words, region_masked, block_masked)[0]
+
+    def encode(self, text_ids, text_lengths, region_features, region_locations, num_regions,
+               s2s: torch.Tensor | None = None, sparse_words: bool = False,
+               region_masked: torch.Tensor | None = None, block_masked: bool = False):
+        """forward's hidden states, and the regions' (feature, location) embeddings that
+        masked_region_loss compares (None without `region_masked`)."""
         if s2s is None:
             s2s = torch.ones(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
-        x, layout = self.embed(text_ids, text_lengths, region_features, region_locations,
-                               num_regions, s2s, sparse_words)
-        return self.encoder(x, layout.mask)
+        x, layout, parts = self._embed(text_ids, text_lengths, region_features, region_locations,
+                                       num_regions, s2s, sparse_words, region_masked,
+                                       block_masked)
+        return self.encoder(x, layout.mask), parts
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,8 +161,18 @@ class UnifiedVLP(nn.Module):
         return self.encoder(x, mask)
 
     # -- heads and losses ----------------------------------------------------------------
-    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.mlm_head(hidden)
+    def mlm_logits(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None):
+        """Vocabulary scores; `task_idx` (int or [B]) picks a --relax_projection head's
+        projection (RELAX_TASK_INDEX; default seq2seq's)."""
+        return self.mlm_head(hidden, task_idx)
+
+    def masked_region_loss(self, hidden: torch.Tensor, parts, region_masked: torch.Tensor):
+        """VLP's loss on the regions `region_masked` marks (vlp.model.masked_regions), from
+        encode's hidden states and region embeddings."""
+        if self.pooler is None:
+            raise VLPError("this model has no pooler (config pooler is false); the masked-"
+                           "region loss of --vis_mask_prob needs one")
+        return masked_region_loss(parts[0], parts[1], self.pooler(hidden), region_masked)
 
     def vqa_logits(self, hidden: torch.Tensor, region_slots: int) -> torch.Tensor:
         """Answer scores from [CLS] * first [SEP], VLP's VQA input."""
@@ -137,26 +185,39 @@ class UnifiedVLP(nn.Module):
                          s2s: torch.Tensor | None = None,
                          draws: MaskDraws | None = None,
                          label_smoothing: float = 0.0,
-                         drop_worst: float = 0.0) -> dict[str, torch.Tensor]:
+                         drop_worst: float = 0.0,
+                         region_masked: torch.Tensor | None = None,
+                         block_masked: bool = False) -> dict[str, torch.Tensor]:
         """Masked LM on a batch: objectives drawn per example (s2s_prob), tokens masked
         (mask_prob, max_pred, 80/10/10). `s2s` and `draws` give those choices instead of
         drawing them from `generator`; `drop_worst` leaves out that share of the examples, the
-        worst first (see masked_lm_loss). Returns {"loss", "mlm_loss"}."""
+        worst first (see masked_lm_loss). With `region_masked` those regions are masked (see
+        _embed) and VLP's masked-region loss is added. Returns {"loss", "mlm_loss"}
+        (+ "region_loss")."""
         if s2s is None:
             s2s = draw_objectives(text_ids.shape[0], self.config.s2s_prob, text_ids.device,
                                   generator)
         masked = mask_text(text_ids, text_lengths, self.config, generator, draws)
-        hidden = self(masked.input_ids, text_lengths, region_features, region_locations,
-                      num_regions, s2s, sparse_words=torch.is_grad_enabled())
+        hidden, parts = self.encode(masked.input_ids, text_lengths, region_features,
+                                    region_locations, num_regions, s2s,
+                                    sparse_words=torch.is_grad_enabled(),
+                                    region_masked=region_masked, block_masked=block_masked)
+        task_idx = torch.where(s2s, RELAX_TASK_INDEX["s2s"], RELAX_TASK_INDEX["bi"])
         loss = self.masked_lm_loss(hidden, masked, region_features.shape[1], label_smoothing,
-                                   drop_worst)
-        return {"loss": loss, "mlm_loss": loss.detach()}
+                                   drop_worst, task_idx)
+        out = {"loss": loss, "mlm_loss": loss.detach()}
+        if region_masked is not None:
+            region_loss = self.masked_region_loss(hidden, parts, region_masked)
+            out.update(loss=loss + region_loss, region_loss=region_loss.detach())
+        return out
 
     def masked_lm_loss(self, hidden: torch.Tensor, masked: MaskedText, region_slots: int,
-                       label_smoothing: float = 0.0, drop_worst: float = 0.0):
+                       label_smoothing: float = 0.0, drop_worst: float = 0.0,
+                       task_idx: torch.Tensor | int | None = None):
         where = (masked.positions + region_slots + 2)[..., None].expand(-1, -1, hidden.shape[-1])
-        logits = self.mlm_logits(hidden.gather(1, where))
-        return masked_lm_loss(logits, masked.labels, masked.weights, label_smoothing, drop_worst)
+        logits = self.mlm_logits(hidden.gather(1, where), task_idx)
+        return masked_lm_loss(logits, masked.labels, masked.weights, label_smoothing, drop_worst,
+                              self.config.pad_token_id)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.num_hidden_layers)
@@ -198,6 +259,6 @@ def step_flops(config: VLPConfig, batch_size: int, seq_len: int, regions: int = 
     per_token = layers * (2 * 4 * h * h + 2 * 2 * h * i + 2 * 2 * seq_len * h)
     per_region = 2 * (c.region_feature_dim * c.region_hidden_size
                       + c.region_hidden_size * h + c.region_input_dim * h)
-    head = 2 * c.max_pred * (h * h + h * c.vocab_size)
+    head = 2 * c.max_pred * (h * h * max(c.relax_projection, 1) + h * c.vocab_size)
     forward = batch_size * (per_token * seq_len + per_region * regions + head)
     return forward * (3 if training else 1)

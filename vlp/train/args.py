@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
 from vlp.flags import ArgumentParser, add_accepted_flags, int_at_least, probability
+from vlp.model.config import NEW_LAYER_INITS
+from vlp.model.load import resolve
+from vlp.train.optim import OPTIMIZERS
 
 TASKS = ("img2txt", "vqa2")
 SCHEDULES = ("warmup_linear", "warmup_constant", "warmup_cosine")
@@ -31,11 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="text log in --output_dir; rank k>0 writes <name>.rank<k>.log")
     g.add_argument("--learning_rate", type=float, default=3e-5)
     g.add_argument("--weight_decay", type=float, default=0.01,
-                   help="AdamW weight decay (not on biases and LayerNorm)")
-    g.add_argument("--label_smoothing", type=float, default=0.0)
-    g.add_argument("--drop_prob", type=probability, default=None,
-                   help="hidden and attention dropout of the model being trained (default: "
-                   "its config's; VLP's default 0.1 is BERT's)")
+                   help="decoupled weight decay, not on biases and LayerNorm (VLP always "
+                   "used 0.01, whatever the flag said)")
+    g.add_argument("--label_smoothing", type=probability, default=0.0,
+                   help="masked LM: VLP's label smoothing; the loss is the KL divergence to a "
+                   "target with this share spread over every token but padding")
+    g.add_argument("--drop_prob", type=probability, default=0.1,
+                   help="hidden, attention and region dropout of the model being trained "
+                   "(VLP set it on every run)")
     g.add_argument("--num_train_epochs", type=int_at_least(1), default=30)
     g.add_argument("--train_batch_size", type=int_at_least(1), default=64,
                    help="examples per optimizer step per process (the global batch is "
@@ -50,7 +57,26 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="cut long captions at the tail (otherwise head or tail at random)")
     g.add_argument("--max_len_a", type=int, default=0, help="must be 0 (no text segment A)")
     g.add_argument("--max_len_b", type=int_at_least(1), default=20, help="caption tokens kept")
-    g.add_argument("--trunc_seg", default="b", choices=("b",))
+    g.add_argument("--trunc_seg", default="b", choices=("a", "b"),
+                   help="VLP's segment to cut first once no length limit applies; the image "
+                   "is a fixed segment A, so either way a caption is cut to --max_len_b")
+    g.add_argument("--tokenized_input", action="store_true",
+                   help="captions are already the vocabulary's tokens, separated by spaces "
+                   "(VLP's WhitespaceTokenizer: no word pieces, no lower-casing)")
+    g.add_argument("--config_path", default=None,
+                   help="a BERT config JSON (bert_config.json or config.json) that gives the "
+                   "model's sizes instead of --bert_model's")
+    g.add_argument("--max_position_embeddings", type=int_at_least(1), default=None,
+                   help="position table of the model being trained; a starting table is cut "
+                   "to it or grown by repeating its rows, as VLP did (none: the starting "
+                   "model's)")
+    g.add_argument("--relax_projection", action="store_true",
+                   help="4 projections in the masked-LM head, one per VLP task index "
+                   "(seq2seq 3, bidirectional 0); a one-projection start is copied into each. "
+                   "Without it a 4-projection start keeps the run's (captioning 3, VQA 0)")
+    g.add_argument("--vis_mask_prob", type=probability, default=0.0,
+                   help="share of each image's regions masked (their slots zero), with "
+                   "VLP's loss matching their feature and location embeddings")
     g.add_argument("--len_vis_input", type=int_at_least(1), default=100,
                    help="regions per image (the first N of each record)")
     g.add_argument("--box_frequencies", type=int_at_least(0), default=None,
@@ -83,7 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--file_valid_jpgs", default=None,
                    help="JSON list of image file names to keep; must exist when given")
     g.add_argument("--fp16", action="store_true", help="float16 autocast + GradScaler (CUDA)")
-    g.add_argument("--amp", action="store_true", help="same as --fp16")
+    g.add_argument("--amp", action="store_true",
+                   help="with --fp16, as --fp16; alone, float32 (as in VLP, where it chose "
+                   "apex's amp for --fp16)")
     g.add_argument("--fp32_embedding", action="store_true",
                    help="accepted; with autocast every weight, embeddings included, stays fp32")
     g.add_argument("--loss_scale", type=float, default=0.0,
@@ -108,9 +136,21 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="Karpathy-style JSON mapping image ids to file names (store keys); "
                    "imdb entries name their image themselves")
     v.add_argument("--answer_vocab", default=None,
-                   help="answer vocabulary (JSON, or one answer a line); default: the "
-                   "--num_answers most frequent training answers")
-    v.add_argument("--num_answers", type=int_at_least(1), default=3129)
+                   help="answer vocabulary (JSON, or one answer a line, as Pythia's "
+                   "answers_vqa.txt that VLP used); default: built from the training "
+                   "questions by --answer_vocab_from")
+    v.add_argument("--answer_vocab_from", choices=("multiple_choice_answer", "all_answers"),
+                   default="multiple_choice_answer",
+                   help="multiple_choice_answer: Pythia's answers_vqa.txt rule, which VLP "
+                   "trained with (each question's multiple_choice_answer, or for an imdb the "
+                   "most frequent of its answers; those of --answer_min_count questions or "
+                   "more, sorted, <unk> first and never predicted); all_answers: the "
+                   "--num_answers most frequent of all annotators' answers")
+    v.add_argument("--answer_min_count", type=int_at_least(1), default=None,
+                   help="questions an answer needs to enter the vocabulary (default 9, "
+                   "Pythia's; --answer_vocab_from multiple_choice_answer)")
+    v.add_argument("--num_answers", type=int_at_least(1), default=None,
+                   help="vocabulary size (default 3129; --answer_vocab_from all_answers)")
     v.add_argument("--head_learning_rate", type=float, default=None,
                    help="peak learning rate of the (new, random) answer classifier; default "
                    "--learning_rate as VLP. A larger one fits the head before its random "
@@ -119,16 +159,38 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     s = p.add_argument_group("self-critical sequence training")
     s.add_argument("--scst", action="store_true",
                    help="SCST from a cross-entropy checkpoint (--model_recover_path)")
+    s.add_argument("--scst_reward", choices=("vlp", "standard"), default="vlp",
+                   help="vlp: VLP's SCST (one example per caption, that caption the only "
+                   "reference, CIDEr-D on word-piece ids with document frequencies from each "
+                   "scoring call, VLP's decoding mask and loss mask); standard: one example "
+                   "per image, all its references, PTB-tokenised words, document frequencies "
+                   "from the training references")
     s.add_argument("--scst_baseline", choices=("greedy", "mean"), default="greedy",
-                   help="greedy decoding's reward (VLP) or the mean of the image's other samples")
+                   help="greedy decoding's reward (VLP) or the mean of the example's other "
+                   "samples")
     s.add_argument("--scst_samples", type=int_at_least(1), default=1,
-                   help="captions sampled per image (at least 2 with --scst_baseline mean)")
-    s.add_argument("--scst_vlp_compat", action="store_true",
-                   help="VLP's reward: one reference, batch document frequencies, word pieces")
+                   help="captions sampled per example (at least 2 with --scst_baseline mean)")
 
     m = p.add_argument_group("further flags")
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
-    m.add_argument("--max_grad_norm", type=float, default=1.0, help="0 turns clipping off")
+    m.add_argument("--block_masked_regions", action="store_true",
+                   help="--vis_mask_prob: also keep every position from attending to the "
+                   "masked regions, as VLP's loader meant to (its line changed a copy of the "
+                   "mask, so VLP's masked regions stayed visible as zero slots)")
+    m.add_argument("--layer_norm_eps", type=float, default=1e-5,
+                   help="LayerNorm eps of a model built from a BERT (VLP hard-coded 1e-5; "
+                   "BERT checkpoints were trained with 1e-12); checkpoints keep their own")
+    m.add_argument("--new_layer_init", choices=NEW_LAYER_INITS, default="torch",
+                   help="how the layers BERT lacks (regions, VQA head) start: PyTorch's "
+                   "default (VLP) or BERT's normal(0, 0.02)")
+    m.add_argument("--optimizer", choices=OPTIMIZERS, default="bertadam",
+                   help="bertadam: VLP's BertAdam (no bias correction, eps 1e-6 outside the "
+                   "square root; with --fp16 apex's FusedAdam as VLP: eps 1e-8); adamw: "
+                   "torch's fused AdamW with bias correction, eps 1e-6")
+    m.add_argument("--max_grad_norm", type=float, default=1.0,
+                   help="gradient clipping; bertadam: each gradient tensor to this norm, as "
+                   "VLP's 1.0 (with --fp16 each parameter group's gradients together); "
+                   "adamw: the global norm. 0 turns clipping off")
     m.add_argument("--save_steps", type=int_at_least(0), default=0,
                    help="also checkpoint every N optimizer steps (0: epochs only)")
     m.add_argument("--keep_step_checkpoints", type=int_at_least(1), default=2)
@@ -150,12 +212,27 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def check_answer_vocab_flags(args: argparse.Namespace) -> None:
+    """Each vocabulary rule has its own size flag; the other one is refused, not ignored."""
+    from vlp.eval.vqa_answers import DEFAULT_VOCAB_SIZE, PYTHIA_MIN_COUNT
+
+    if args.answer_vocab_from == "multiple_choice_answer":
+        active, other, default = "answer_min_count", "num_answers", PYTHIA_MIN_COUNT
+    else:
+        active, other, default = "num_answers", "answer_min_count", DEFAULT_VOCAB_SIZE
+    if getattr(args, other) is not None:
+        raise VLPError(f"--{other} does not apply to --answer_vocab_from "
+                       f"{args.answer_vocab_from}")
+    if getattr(args, active) is None:
+        setattr(args, active, default)
+
+
 def check(args: argparse.Namespace) -> argparse.Namespace:
     """Conflicting or incomplete flags -> VLPError naming them; fills derived values."""
     if not args.do_train:
         raise VLPError("--do_train is required (training is what this command does)")
-    if args.bf16 and (args.fp16 or args.amp):
-        raise VLPError("--bf16 conflicts with --fp16/--amp: choose one precision")
+    if args.bf16 and args.fp16:
+        raise VLPError("--bf16 conflicts with --fp16: choose one precision")
     if args.head_learning_rate is not None and args.tasks != "vqa2":
         raise VLPError("--head_learning_rate sets the VQA answer classifier's rate; it needs "
                        "--tasks vqa2")
@@ -190,11 +267,21 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
                        "and caption finetuning, not --tasks vqa2 or --scst")
     if args.vqa_annotations and args.tasks != "vqa2":
         raise VLPError("--vqa_annotations is for --tasks vqa2")
+    check_answer_vocab_flags(args)
+    if args.block_masked_regions and not args.vis_mask_prob > 0:
+        raise VLPError("--block_masked_regions needs --vis_mask_prob above 0")
+    if args.vis_mask_prob > 0 and args.scst:
+        raise VLPError("--vis_mask_prob hides regions in masked-LM and VQA training, not --scst")
+    if args.config_path and not Path(args.config_path).is_file():
+        raise VLPError(f"--config_path {args.config_path}: no such file")
     if args.scst and not args.model_recover_path:
         raise VLPError("--scst starts from a cross-entropy checkpoint: give --model_recover_path")
     if args.scst and args.scst_baseline == "mean" and args.scst_samples < 2:
         raise VLPError("--scst_baseline mean needs --scst_samples of at least 2")
     args.dist_url = args.dist_url.replace("[PT_OUTPUT_DIR]", args.output_dir)
+    if args.model_recover_path:
+        # VLP's commands name the previous run's model.N.bin; a vlp run wrote model.N/.
+        args.model_recover_path = str(resolve(args.model_recover_path))
     return args
 
 

@@ -9,6 +9,7 @@ Two ways to launch, as VLP's README and torchrun:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,6 +74,10 @@ def init(info: DistInfo, device: torch.device, timeout_s: float) -> None:
     collectives of the others fail within `timeout_s` instead of hanging."""
     if not info.distributed or dist.is_initialized():
         return
+    if info.init_method and info.init_method.startswith("file://"):
+        # VLP's default rendezvous is a file inside --output_dir, which may not exist yet;
+        # without its folder every rank waits for the others until the timeout.
+        os.makedirs(os.path.dirname(info.init_method[len("file://"):]) or ".", exist_ok=True)
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {}
     if device.type == "cuda":
@@ -82,9 +87,19 @@ def init(info: DistInfo, device: torch.device, timeout_s: float) -> None:
                             **kwargs)
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(info: DistInfo | None = None, finished: bool = False) -> None:
+    """Leave the process group. After a run every rank `finished`, rank 0 also removes a
+    file:// rendezvous file: PyTorch needs a fresh one each time, and VLP's default (a
+    file in --output_dir) would otherwise make the next run in that directory hang."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+    if finished and info is not None and info.is_main and info.init_method \
+            and info.init_method.startswith("file://"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(info.init_method[len("file://"):])
 
 
 def barrier() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from vlp.errors import VLPError
-from vlp.train import checkpoint, distributed, precision as amp
+from vlp.train import checkpoint, distributed, optim, precision as amp
 from vlp.train.checkpoint import Position
 
 
@@ -22,7 +22,7 @@ class LoopSettings:
     max_steps: int             # 0: run every epoch
     accumulation: int
     micro_batch: int
-    max_grad_norm: float
+    max_grad_norm: float       # global-norm clipping here (0: none, or the optimizer clips)
     save_steps: int
     keep_steps: int
     log_steps: int
@@ -147,6 +147,8 @@ class Trainer:
                                                                           self.s.max_grad_norm))
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if isinstance(getattr(self.optimizer, "grad_norm", None), torch.Tensor):
+            self._window.grad_norm = float(self.optimizer.grad_norm)  # BertAdam clips itself
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
@@ -183,6 +185,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def training_state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(),
+                "optimizer_kind": optim.kind_of(self.optimizer),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": distributed.gather_objects(checkpoint.rng_state())}
@@ -196,6 +199,12 @@ class Trainer:
         distributed.barrier()
 
     def load(self, training: dict) -> None:
+        # Checkpoints from before --optimizer were all written by AdamW.
+        saved, here = training.get("optimizer_kind", "adamw"), optim.kind_of(self.optimizer)
+        if saved != here:
+            raise VLPError(f"the checkpoint was trained with --optimizer {saved}, this run uses "
+                           f"{here}: pass --optimizer {saved} to continue it, or start from its "
+                           "weights with --model_recover_path and another --output_dir")
         try:
             self.optimizer.load_state_dict(training["optimizer"])
         except ValueError as err:  # parameter groups of another size

@@ -34,10 +34,13 @@ def train(args) -> dict:
     device = distributed.device_for(info, args.no_cuda)
     output_dir = Path(args.output_dir)
     distributed.init(info, device, args.dist_timeout)
+    finished = False
     try:
-        return _train(args, info, device, output_dir)
+        result = _train(args, info, device, output_dir)
+        finished = True
+        return result
     finally:
-        distributed.shutdown()
+        distributed.shutdown(info, finished)
 
 
 def _train(args, info, device, output_dir: Path) -> dict:
@@ -78,28 +81,30 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         say(f"resuming from {resume} (step {position.step}, epoch {position.epoch})")
 
     store = open_features(args)
-    answers = None
+    vqa_examples = None
     if args.tasks == "vqa2":
-        captions, answers = vqa.load_questions(args)
+        captions, vqa_examples = vqa.load_questions(args)
     else:
         captions = setup.load_captions(args)
     present = keep_present((c.image_key for c in captions), store, args.skip_missing_features, say)
-    if answers is not None:
-        answers = [a for c, a in zip(captions, answers) if c.image_key in present]
+    if vqa_examples is not None:
+        vqa_examples = [e for c, e in zip(captions, vqa_examples) if c.image_key in present]
     captions = [c for c in captions if c.image_key in present]
     references = captions
-    if args.scst and not args.scst_vlp_compat:
+    if args.scst and args.scst_reward == "standard":
+        # One example per image (VLP's SCST, --scst_reward vlp, keeps one per caption).
         captions = list({c.image_key: c for c in reversed(captions)}.values())[::-1]
     dims = setup.region_dims(store, captions[0].image_key)
     setup.seed_everything(args.seed)
     model = setup.build_model(args, dims, resume)
     targets, extra_files = None, []
-    if answers is not None:
-        vocab = vqa.answer_vocabulary(args, answers, output_dir, info.is_main, distributed.barrier)
+    if vqa_examples is not None:
+        vocab = vqa.answer_vocabulary(args, vqa_examples, output_dir, info.is_main,
+                                      distributed.barrier)
         model = vqa.with_answer_head(model, len(vocab), resume or args.model_recover_path)
         from vlp.eval.vqa_answers import build_targets
 
-        targets, stats = build_targets(answers, vocab)
+        targets, stats = build_targets((e.answers for e in vqa_examples), vocab)
         say(stats.summary())
         extra_files = [output_dir / vqa.VOCAB_FILE]
     tok_dir = setup.tokenizer_dir(args, resume)
@@ -130,13 +135,18 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
-    precision = amp.choose(args.bf16, args.fp16 or args.amp, device)
-    optimizer = optim.adamw(task, args.learning_rate, args.weight_decay,
-                            head="vqa_head.", head_lr=args.head_learning_rate)
+    if args.amp and not args.fp16:
+        say("--amp without --fp16 trains in float32, as in VLP; --fp16 or --bf16 turn mixed "
+            "precision on")
+    precision = amp.choose(args.bf16, args.fp16, device)
+    optimizer = optim.build(args.optimizer, task, args.learning_rate, args.weight_decay,
+                            args.max_grad_norm, head="vqa_head.",
+                            head_lr=args.head_learning_rate, fp16=args.fp16)
     settings = LoopSettings(
         epochs=args.num_train_epochs, total_steps=total, max_steps=args.max_steps,
         accumulation=args.gradient_accumulation_steps, micro_batch=micro,
-        max_grad_norm=args.max_grad_norm, save_steps=args.save_steps,
+        max_grad_norm=args.max_grad_norm if args.optimizer == "adamw" else 0.0,
+        save_steps=args.save_steps,
         keep_steps=args.keep_step_checkpoints, log_steps=args.log_steps,
         skip_nonfinite=args.skip_nonfinite, progress=not args.no_progress, run_shape=run_shape,
         extra_files=extra_files)
@@ -162,15 +172,17 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
 def build_task(args, model, tokenizer, references, output_dir: Path, info):
     """Masked LM (pretraining, caption finetuning), VQA or SCST."""
     if args.tasks == "vqa2":
-        return vqa.VQATask(model, args.mask_vqa_input)
+        return vqa.VQATask(model, args.mask_vqa_input, args.vis_mask_prob > 0,
+                           args.block_masked_regions)
     if not args.scst:
         return MaskedLMTask(model, args.label_smoothing, args.max_drop_worst_ratio,
-                            args.drop_after)
+                            args.drop_after, args.vis_mask_prob > 0,
+                            args.block_masked_regions)
     from vlp.decode import SearchSettings
     from vlp.train.scst import CiderReward, ScstTask
 
     reward = None
-    if not args.scst_vlp_compat:
+    if args.scst_reward == "standard":
         if info.is_main:
             reward = CiderReward.from_captions(references, output_dir)
         distributed.barrier()
@@ -178,7 +190,7 @@ def build_task(args, model, tokenizer, references, output_dir: Path, info):
             reward = CiderReward.from_captions(references, output_dir)
     search = SearchSettings(eos_id=model.config.sep_token_id, max_length=args.max_len_b + 1)
     return ScstTask(model, tokenizer, reward, search, args.scst_baseline, args.scst_samples,
-                    args.scst_vlp_compat)
+                    args.scst_reward)
 
 
 def _printer(info, logger):

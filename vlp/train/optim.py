@@ -1,4 +1,4 @@
-"""AdamW with BERT's no-decay groups and VLP's learning-rate schedules."""
+"""VLP's optimizer (BertAdam) or AdamW, on BERT's no-decay groups; VLP's schedules."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import math
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+
+from vlp.train.bert_adam import BertAdam
+
+OPTIMIZERS = ("bertadam", "adamw")
 
 # Biases and LayerNorm parameters get no weight decay (BERT, VLP).
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias")
@@ -37,6 +41,37 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | No
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
     except RuntimeError:  # no fused kernel for this device or dtype
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+def bert_adam(model: torch.nn.Module, lr: float, weight_decay: float, max_grad_norm: float,
+              head: str | None = None, head_lr: float | None = None,
+              fp16: bool = False) -> BertAdam:
+    """VLP's optimizer: BertAdam (no bias correction, eps 1e-6 added to sqrt(v), decoupled
+    weight decay, each gradient tensor clipped to `max_grad_norm`). `fp16` is VLP's
+    --fp16, which trained with apex's FusedAdam instead: the same update with its eps
+    1e-8, each parameter group's gradients clipped together. `head`, `head_lr` as in
+    param_groups."""
+    groups = param_groups(model, weight_decay, lr, head, head_lr)
+    if fp16:
+        return BertAdam(groups, lr, eps=1e-8, max_grad_norm=max_grad_norm, clip="group")
+    return BertAdam(groups, lr, eps=1e-6, max_grad_norm=max_grad_norm, clip="tensor")
+
+
+def build(kind: str, model: torch.nn.Module, lr: float, weight_decay: float,
+          max_grad_norm: float, head: str | None = None, head_lr: float | None = None,
+          fp16: bool = False) -> torch.optim.Optimizer:
+    """`--optimizer` `kind`: "bertadam" clips inside the optimizer; with "adamw" the
+    training loop clips the global norm at `max_grad_norm`."""
+    if kind == "bertadam":
+        return bert_adam(model, lr, weight_decay, max_grad_norm, head, head_lr, fp16)
+    if kind == "adamw":
+        return adamw(model, lr, weight_decay, head, head_lr)
+    raise ValueError(f"optimizer {kind!r} is not one of {OPTIMIZERS}")
+
+
+def kind_of(optimizer: torch.optim.Optimizer) -> str:
+    """The --optimizer value that builds `optimizer`."""
+    return "bertadam" if isinstance(optimizer, BertAdam) else "adamw"
 
 
 def lr_factor(step: int, total: int, warmup: float, mode: str = "warmup_linear") -> float:

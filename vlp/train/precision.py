@@ -1,10 +1,10 @@
 """Mixed precision with torch.amp, where VLP used apex.
 
 `--bf16`: autocast to bfloat16 (CPU or CUDA), no loss scaling.
-`--fp16` / `--amp` (VLP's flags): autocast to float16 with a GradScaler, on CUDA. Weights
-and optimizer state stay float32 either way (VLP's `--fp16` halved the weights). VLP's
-README passes `--amp` without `--fp16`, which silently trained in float32 there; here it
-means float16 mixed precision.
+`--fp16` (VLP's flag): autocast to float16 with a GradScaler, on CUDA. Weights and
+optimizer state stay float32 (VLP's `--fp16` halved the weights and kept float32 master
+copies in its optimizer). `--amp` only chose apex's amp for `--fp16` in VLP; alone, as in
+VLP's README command lines, it trains in float32, with a notice.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def choose(bf16: bool, fp16: bool, device: torch.device) -> str:
         return "bf16"
     if fp16:
         if device.type != "cuda":
-            warnings.warn("--fp16/--amp: float16 mixed precision needs CUDA; training in "
+            warnings.warn("--fp16: float16 mixed precision needs CUDA; training in "
                           "float32 on the CPU (use --bf16 for CPU mixed precision)",
                           stacklevel=2)
             return "fp32"

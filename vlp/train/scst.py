@@ -1,12 +1,20 @@
 """Self-critical sequence training: sample captions, reward them with CIDEr-D, push up the
 ones that beat a baseline (Rennie et al. 2017; VLP's SCST, and the "mean of the other
-samples" baseline of later work).
+samples" baseline of later work). Two recipes (--scst_reward):
 
-The standard reward scores each sample against all of its image's references, with
-document frequencies computed once from the training references (saved beside the run),
-on words from coco-caption's Java-free PTB tokenizer. `vlp_compat` reproduces VLP's
-instead: one reference (the example's caption), document frequencies from the batch,
-on word-piece ids.
+`vlp`, VLP's: one example per caption. Samples (train mode) and the greedy baseline
+(eval mode) are decoded with the example's training attention mask, so text positions
+past the caption's [SEP] see only the image and carry segment 0. Each is scored by
+CIDEr-D against the example's own caption alone, on word-piece ids as VLP's
+`array_to_str` wrote them (through [SEP] and one [PAD]), with document frequencies from
+the references of that one scoring call (samples' and greedy captions' both). The loss
+counts each sample's tokens through its [SEP] and the token drawn right after it (through
+a drawn [PAD], where that came first).
+
+`standard`: one example per image, scored against all of its references on words from
+coco-caption's Java-free PTB tokenizer, with document frequencies computed once from
+the training references (saved beside the run); the usual decoding layout; the loss
+counts each sample's tokens through its [SEP].
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from vlp.decode import CaptionGenerator, SearchSettings
 from vlp.errors import VLPError
 
 BASELINES = ("greedy", "mean")
+RECIPES = ("vlp", "standard")
 DF_FILE = "cider_document_frequency.json"
 
 
@@ -68,13 +77,34 @@ class CiderReward:
         return cider_d(tokenize_lines(captions), [self.references[k] for k in image_keys], self.df)
 
 
-def vlp_compat_reward(reference_ids: list[list[int]], sample_ids: list[list[int]]) -> np.ndarray:
-    """VLP's reward: CIDEr-D of each sample against its one reference caption, on
-    word-piece ids, with document frequencies from this batch's references."""
+def vlp_decoded(tokens: list[int], eos: int, pad: int, max_length: int) -> tuple[list[int], int]:
+    """A decoded row as VLP's SCST read it: (the ids its reward scored, the positions its
+    loss counted). VLP copied tokens up to the first [SEP] (kept) or [PAD] into a row of
+    zeros ([PAD]); `array_to_str` wrote ids through the first zero, so the reward sees
+    "... [SEP] [PAD]" unless the [SEP] is the last slot. `RewardCriterion`'s mask is that
+    row's nonzero positions shifted right by one: through the [SEP] and one slot more."""
+    for k, token in enumerate(tokens):
+        if token == eos:
+            return tokens[:k + 1] + ([pad] if k + 1 < max_length else []), min(k + 2, max_length)
+        if token == pad:
+            return tokens[:k + 1], k + 1
+    return list(tokens), max_length
+
+
+def vlp_reference(caption: list[int], pad: int, max_length: int) -> list[int]:
+    """The example's caption (its final [SEP] included) as VLP's reward read it from the
+    training input: through the first [PAD] after it, if the text slots had room."""
+    return list(caption) + ([pad] if len(caption) < max_length else [])
+
+
+def vlp_cider(candidates: list[list[int]], references: list[list[int]]) -> np.ndarray:
+    """VLP's CIDEr-D call: each candidate against its one reference, on ids, with
+    document frequencies from this call's references (one document per candidate,
+    repeats counted, as coco-caption's df='corpus' did)."""
     from coco_caption.cider import cider_d, document_frequency
 
-    refs = [[" ".join(map(str, r))] for r in reference_ids]
-    return cider_d([" ".join(map(str, s)) for s in sample_ids], refs, document_frequency(refs))
+    refs = [[" ".join(map(str, r))] for r in references]
+    return cider_d([" ".join(map(str, c)) for c in candidates], refs, document_frequency(refs))
 
 
 def leave_one_out(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -83,59 +113,97 @@ def leave_one_out(rewards: torch.Tensor, k: int) -> torch.Tensor:
     return ((grouped.sum(1, keepdim=True) - grouped) / (k - 1)).reshape(-1)
 
 
+def _leave_one_out(rewards: np.ndarray, k: int) -> np.ndarray:
+    return leave_one_out(torch.from_numpy(np.asarray(rewards, dtype=np.float64)), k).numpy()
+
+
 def policy_loss(log_probs: torch.Tensor, lengths: torch.Tensor, advantage: torch.Tensor):
-    """-sum log p * (r - b) over each sample's tokens through its end token, averaged
-    over those tokens (positions past a sample's own length weigh nothing)."""
+    """-sum log p * (r - b) over each sample's first `lengths` tokens, averaged over all
+    those tokens of the batch (positions past a sample's own length weigh nothing)."""
     steps = torch.arange(log_probs.shape[1], device=log_probs.device)
     mask = (steps[None, :] < lengths[:, None]).to(log_probs.dtype)
     return -(log_probs * mask * advantage[:, None].to(log_probs.dtype)).sum() / mask.sum().clamp(min=1)
 
 
 class ScstTask(nn.Module):
-    """Samples `samples` captions per image in train mode (K/V cache, graph kept), rewards
-    them, and returns the policy-gradient loss with the reward figures."""
+    """Samples `samples` captions per example in train mode (K/V cache, graph kept),
+    rewards them by `recipe` (see the module), and returns the policy-gradient loss with
+    the reward figures."""
 
     unused_parts = ("vqa_head",)
 
     def __init__(self, model, tokenizer, reward: CiderReward | None, settings: SearchSettings,
-                 baseline: str = "greedy", samples: int = 1, vlp_compat: bool = False):
+                 baseline: str = "greedy", samples: int = 1, recipe: str = "vlp"):
         super().__init__()
         if baseline not in BASELINES:
             raise VLPError(f"--scst_baseline must be one of {BASELINES}, got {baseline!r}")
         if baseline == "mean" and samples < 2:
             raise VLPError("--scst_baseline mean needs --scst_samples of at least 2")
+        if recipe not in RECIPES:
+            raise VLPError(f"--scst_reward must be one of {RECIPES}, got {recipe!r}")
+        if recipe == "standard" and reward is None:
+            raise VLPError("--scst_reward standard needs the training references' CIDEr-D")
         self.model, self.tokenizer, self.reward = model, tokenizer, reward
         self.settings, self.baseline, self.samples = settings, baseline, samples
-        self.vlp_compat = vlp_compat
+        self.recipe = recipe
 
     def forward(self, region_features, region_locations, num_regions, text_ids, text_lengths,
                 image_keys) -> dict:
         gen = CaptionGenerator(self.model, self.settings)
-        k = self.samples
-        expand = torch.arange(region_features.shape[0], device=region_features.device).repeat_interleave(k)
-        drawn = gen.sample(region_features[expand], region_locations[expand], num_regions[expand])
-        sample_ids = [row[:n - 1] if row[n - 1] == self.settings.eos_id else row[:n]
-                      for row, n in zip(drawn.tokens.tolist(), drawn.lengths.tolist())]
-        keys = [image_keys[i] for i in expand.tolist()]
-        rewards = self._score(keys, sample_ids, text_ids, text_lengths, expand)
-        if self.baseline == "mean":
-            base = leave_one_out(rewards, k)
+        rows = torch.arange(region_features.shape[0], device=region_features.device)
+        expand = rows.repeat_interleave(self.samples)
+        regions = (region_features, region_locations, num_regions)
+        if self.recipe == "vlp":
+            drawn, rewards, base, loss_lengths = self._vlp(gen, regions, expand, text_ids,
+                                                           text_lengths)
         else:
-            greedy = gen.generate(region_features, region_locations, num_regions)
-            ids = [h.tokens for h in greedy]
-            base = self._score(list(image_keys), ids, text_ids, text_lengths,
-                               torch.arange(len(ids), device=expand.device))[expand]
-        loss = policy_loss(drawn.log_probs, drawn.lengths, rewards - base)
-        return {"loss": loss, "reward": rewards.mean().detach(), "baseline": base.mean().detach(),
+            drawn, rewards, base = self._standard(gen, regions, expand, image_keys)
+            loss_lengths = drawn.lengths
+        # r - b in float64 first, then float32, as VLP's reward was.
+        device = region_features.device
+        advantage = torch.as_tensor(rewards - base, dtype=torch.float32, device=device)
+        loss = policy_loss(drawn.log_probs, loss_lengths, advantage)
+        return {"loss": loss, "reward": float(rewards.mean()), "baseline": float(base.mean()),
                 "sample_len": drawn.lengths.float().mean().detach()}
 
-    def _score(self, keys, sample_ids, text_ids, text_lengths, rows) -> torch.Tensor:
-        if self.vlp_compat:
-            refs = [text_ids[i, :text_lengths[i] - 1].tolist() for i in rows.tolist()]
-            values = vlp_compat_reward(refs, sample_ids)
-        else:
-            values = self.reward(keys, [self._words(ids) for ids in sample_ids])
-        return torch.as_tensor(values, dtype=torch.float32, device=text_ids.device)
+    def _vlp(self, gen, regions, expand, text_ids, text_lengths):
+        eos, length = self.settings.eos_id, self.settings.max_length
+        pad = self.model.config.pad_token_id
+        refs = [vlp_reference(row[:n], pad, length)
+                for row, n in zip(text_ids.tolist(), text_lengths.tolist())]
+        # VLP decoded with the training example's mask and segment ids (mask_lengths) and
+        # drew one token past the [SEP], which its loss counts.
+        drawn = gen.sample(*(x[expand] for x in regions), mask_lengths=text_lengths[expand],
+                           after_end=1)
+        decoded = [vlp_decoded(row, eos, pad, length) for row in drawn.tokens.tolist()]
+        candidates = [ids for ids, _ in decoded]
+        loss_lengths = torch.tensor([n for _, n in decoded], device=expand.device)
+        index = expand.tolist()
+        references = [refs[i] for i in index]
+        if self.baseline == "mean":
+            rewards = vlp_cider(candidates, references)
+            return drawn, rewards, _leave_one_out(rewards, self.samples), loss_lengths
+        greedy = gen.generate(*regions, mask_lengths=text_lengths)
+        greedy_ids = [vlp_decoded(h.tokens + [eos] if h.finished else h.tokens, eos, pad,
+                                  length)[0] for h in greedy]
+        # One scoring call for samples and greedy captions, as VLP's: it sets the
+        # document frequencies.
+        scores = vlp_cider(candidates + greedy_ids, references + refs)
+        return drawn, scores[:len(candidates)], scores[len(candidates):][index], loss_lengths
+
+    def _standard(self, gen, regions, expand, image_keys):
+        drawn = gen.sample(*(x[expand] for x in regions))
+        sample_ids = [row[:n - 1] if row[n - 1] == self.settings.eos_id else row[:n]
+                      for row, n in zip(drawn.tokens.tolist(), drawn.lengths.tolist())]
+        index = expand.tolist()
+        rewards = self._score([image_keys[i] for i in index], sample_ids)
+        if self.baseline == "mean":
+            return drawn, rewards, _leave_one_out(rewards, self.samples)
+        greedy = gen.generate(*regions)
+        return drawn, rewards, self._score(list(image_keys), [h.tokens for h in greedy])[index]
+
+    def _score(self, keys, sample_ids) -> np.ndarray:
+        return np.asarray(self.reward(keys, [self._words(ids) for ids in sample_ids]))
 
     def _words(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +11,11 @@ import torch
 
 from vlp.data.captions import Caption, read_captions, read_valid_jpgs
 from vlp.data.region_text import RegionTextDataset, TextSettings
-from vlp.data.tokens import TokenizedTexts, cached_tokenize, load_tokenizer
+from vlp.data.tokens import TokenizedTexts, WhitespaceTokenizer, cached_tokenize, load_tokenizer
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP
-from vlp.model.config import ARCHITECTURE
+from vlp.model.load import load_with_kind, resolve
+from vlp.train.model_flags import apply_model_flags, bert_overrides, scratch_config
 
 
 def load_captions(args) -> list[Caption]:
@@ -67,13 +67,15 @@ def check_vocabulary(tok_dir: Path, source) -> None:
 def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> TokenizedTexts:
     """Tokenised once by the main rank into output_dir/cache; the others read the cache."""
     tokenizer = load_tokenizer(tok_dir, args.do_lower_case)
+    # VLP's --tokenized_input split the captions on spaces; ids still come from the vocabulary.
+    splitter = WhitespaceTokenizer(tokenizer) if args.tokenized_input else tokenizer
     texts = [c.text for c in captions]
     cache = Path(args.output_dir) / "cache"
     if is_main:
-        tokens = cached_tokenize(tokenizer, texts, cache)
+        tokens = cached_tokenize(splitter, texts, cache)
     barrier()
     if not is_main:
-        tokens = cached_tokenize(tokenizer, texts, cache)
+        tokens = cached_tokenize(splitter, texts, cache)
     return tokens, tokenizer
 
 
@@ -83,49 +85,62 @@ def build_dataset(args, tokens, captions, store, config, targets=None) -> Region
                         max_pred=max(args.max_pred, 1), seed=args.seed)
     return RegionTextDataset(tokens, [c.image_key for c in captions], store,
                              args.len_vis_input, text, args.box_norm, targets,
-                             config.region_box_frequencies)
-
-
-def _is_vlp_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / "config.json").read_text()).get("architecture") == ARCHITECTURE
-    except (OSError, ValueError, AttributeError):
-        return False
+                             config.region_box_frequencies, args.vis_mask_prob)
 
 
 def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
-    """The model to train: a checkpoint being resumed, --model_recover_path's weights,
+    """The model to train: a checkpoint being resumed, --model_recover_path's weights
+    (a vlp checkpoint, VLP's model.N.bin, a BERT/UniLM-layout .bin or a BERT directory),
     BERT's weights (--bert_model), or random (--from_scratch)."""
     new_parts = dict(region_feature_dim=dims.feature_dim, region_hidden_size=dims.feature_dim,
                      region_classes=dims.num_classes, max_regions=args.len_vis_input,
                      type_vocab_size=6 if args.new_segment_ids else 2)
     objective = dict(mask_prob=args.mask_prob, max_pred=max(args.max_pred, 1),
                      s2s_prob=args.s2s_prob, bi_prob=args.bi_prob)
-    source = resume_dir or (Path(args.model_recover_path) if args.model_recover_path else None)
-    new_regions = True  # whether the region layers start here rather than from a checkpoint
-    if source is not None and source.is_dir() and _is_vlp_dir(source):
-        model, new_regions = UnifiedVLP.from_pretrained(source), False
-    elif source is not None and source.is_dir():
-        model = UnifiedVLP.from_pretrained_bert(source, **new_parts, **objective)
-    elif source is not None:
-        from vlp.model.convert import from_vlp_bin
-
-        model, new_regions = from_vlp_bin(UnifiedVLP, source), False
+    # VLP's BERT hard-coded LayerNorm eps 1e-5 whatever the BERT was trained with.
+    from_bert = dict(new_parts, **objective, layer_norm_eps=args.layer_norm_eps,
+                     new_layer_init=args.new_layer_init, **bert_overrides(args))
+    source = resume_dir or (resolve(args.model_recover_path) if args.model_recover_path else None)
+    if source is not None:
+        model, kind = load_with_kind(source, args.bert_model, **from_bert)
+        new_regions = kind == "bert"
     elif args.from_scratch:
-        from vlp.model.convert import hf_bert_config
-
-        model = UnifiedVLP(hf_bert_config(Path(args.bert_model), {**new_parts, **objective}))
+        model, new_regions = UnifiedVLP(scratch_config(args, from_bert)), True
     else:
-        model = UnifiedVLP.from_pretrained_bert(args.bert_model, **new_parts, **objective)
-    if args.region_fc7 and new_regions:
-        start_from_fc7(model, args.region_fc7)
-    model.config = model.config.replace(**objective)
+        model, new_regions = UnifiedVLP.from_pretrained_bert(args.bert_model, **from_bert), True
+    fc7 = fc7_dir(args, new_regions)
+    if fc7 is not None:
+        start_from_fc7(model, fc7)
+    model.config = model.config.replace(**objective, new_layer_init=args.new_layer_init)
+    model = apply_model_flags(model, args, resume_dir, source)
     if args.box_frequencies is not None:
         model = with_box_frequencies(model, args.box_frequencies, resume_dir, source)
     if args.drop_prob is not None:
         model.set_dropout(args.drop_prob)
     check_fit(model.config, dims, args, source)
     return model
+
+
+FC7_DIR = "detectron_weights"
+
+
+def fc7_dir(args, new_regions: bool) -> Path | None:
+    """Where the first region layer of a new model starts from: --region_fc7, or, with
+    --enable_butd, VLP's detectron_weights/ under the working directory (VLP loaded
+    fc7_{w,b}.pkl from there whenever it built a model, and stopped without them)."""
+    if not new_regions:
+        return None
+    if args.region_fc7:
+        return Path(args.region_fc7)
+    if not args.enable_butd:
+        return None
+    folder = Path(FC7_DIR).absolute()
+    missing = [n for n in ("fc7_w.pkl", "fc7_b.pkl") if not (folder / n).is_file()]
+    if missing:
+        raise VLPError(f"--enable_butd: no {folder / missing[0]} (VLP starts a new model's "
+                       "region layer from detectron_weights/ in the working directory); give "
+                       "--region_fc7 DIR, or leave out --enable_butd to start it at random")
+    return folder
 
 
 def start_from_fc7(model: UnifiedVLP, directory: str) -> None:

@@ -8,6 +8,7 @@ answers, times K (VLP's sum over answers, mean over the batch). No text is maske
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -15,22 +16,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.data.captions import Caption, image_key_map
-from vlp.data.vqa import read_vqa
+from vlp.data.vqa import VQAExample, read_vqa
 from vlp.errors import VLPError
 from vlp.model import MaskDraws, UnifiedVLP, mask_text
 
 VOCAB_FILE = "answer_vocab.json"
 
 
-def load_questions(args) -> tuple[list[Caption], list[tuple[str, ...]]]:
-    """Questions (as Caption: image key, question id, text) and their annotators' answers
-    from each --src_file (imdb .npy, or questions JSON with its --vqa_annotations)."""
+def load_questions(args) -> tuple[list[Caption], list[VQAExample]]:
+    """Questions (as Caption: image key, question id, text) and their examples (with the
+    annotators' answers) from each --src_file (imdb .npy, or questions JSON with its
+    --vqa_annotations)."""
     annotations = args.vqa_annotations or [None] * len(args.src_file)
     if len(annotations) != len(args.src_file):
         raise VLPError(f"--vqa_annotations gives {len(annotations)} files for "
                        f"{len(args.src_file)} --src_file files; pair them one to one")
     keys = image_key_map(args.image_map) if args.image_map else None
-    questions, answers = [], []
+    questions, examples = [], []
     for source, annotation in zip(args.src_file, annotations):
         for ex in read_vqa(source, annotation, require_answers=True):
             key = ex.image_name or (keys.get(str(ex.image_id)) if keys else str(ex.image_id))
@@ -38,22 +40,50 @@ def load_questions(args) -> tuple[list[Caption], list[tuple[str, ...]]]:
                 raise VLPError(f"{source}: image id {ex.image_id} (question {ex.question_id}) "
                                f"is not in --image_map {' '.join(args.image_map)}")
             questions.append(Caption(key, ex.question_id, ex.question))
-            answers.append(ex.answers)
-    return questions, answers
+            examples.append(ex)
+    return questions, examples
 
 
-def answer_vocabulary(args, answers, output_dir: Path, is_main: bool, barrier):
+def answer_vocabulary(args, examples: list[VQAExample], output_dir: Path, is_main: bool,
+                      barrier):
     """--answer_vocab, else the run's own (output_dir/answer_vocab.json, kept across
-    resumes), else the --num_answers most frequent training answers."""
-    from vlp.eval.vqa_answers import AnswerVocab, build_vocab
+    resumes), else Pythia's answers_vqa.txt where VLP read it (pythia/data/vocabs/ under
+    the working directory), else one built from the training questions by
+    --answer_vocab_from (Pythia's rule by default)."""
+    from vlp.eval.vqa_answers import PYTHIA_ANSWERS, AnswerVocab
 
     saved = Path(output_dir) / VOCAB_FILE
     if is_main and not saved.is_file():
-        vocab = (AnswerVocab.load(args.answer_vocab) if args.answer_vocab
-                 else build_vocab(answers, args.num_answers))
+        source = args.answer_vocab
+        if source is None and args.answer_vocab_from == "multiple_choice_answer" \
+                and PYTHIA_ANSWERS.is_file():
+            # VLP's loader read Pythia's list from there (its README unpacks it there).
+            source = PYTHIA_ANSWERS
+            print(f"answer list {PYTHIA_ANSWERS.absolute()} (VLP's, under the working "
+                  "directory)", flush=True)
+        vocab = AnswerVocab.load(source) if source else build_answer_vocab(args, examples)
         vocab.save(saved)
     barrier()
     return AnswerVocab.load(saved)
+
+
+def build_answer_vocab(args, examples: list[VQAExample]):
+    """Pythia's answers_vqa.txt rule on the questions' multiple_choice_answer (VLP's), or
+    the --num_answers most frequent of all annotators' answers."""
+    from vlp.eval.vqa_answers import build_pythia_vocab, build_vocab
+
+    if args.answer_vocab_from == "all_answers":
+        return build_vocab((e.answers for e in examples), args.num_answers)
+    return build_pythia_vocab(((e.question_id, consensus_answer(e)) for e in examples),
+                              args.answer_min_count)
+
+
+def consensus_answer(example: VQAExample) -> str:
+    """The question's multiple_choice_answer. An imdb stores none, so (as VQA defines it)
+    the most frequent of the annotators' answers stands in; ties go to the first given."""
+    if example.multiple_choice_answer is not None:
+        return example.multiple_choice_answer
+    return Counter(example.answers).most_common(1)[0][0]
 
 
 def with_answer_head(model: UnifiedVLP, answers: int, source) -> UnifiedVLP:
@@ -71,30 +101,46 @@ def with_answer_head(model: UnifiedVLP, answers: int, source) -> UnifiedVLP:
 class VQATask(nn.Module):
     unused_parts = ("mlm_head",)
 
-    def __init__(self, model: UnifiedVLP, mask_input: bool):
+    def __init__(self, model: UnifiedVLP, mask_input: bool, masks_regions: bool = False,
+                 block_masked: bool = False):
         super().__init__()
         self.model, self.mask_input = model, mask_input
+        self.masks_regions = masks_regions  # batches carry region_masked (--vis_mask_prob)
+        self.block_masked = block_masked    # --block_masked_regions
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-                targets, mask_order, mask_kind, mask_coin, mask_random_ids) -> dict:
+                targets, mask_order, mask_kind, mask_coin, mask_random_ids,
+                region_masked=None) -> dict:
         if self.mask_input:
             draws = MaskDraws(mask_order, mask_kind, mask_coin, mask_random_ids)
             text_ids = mask_text(text_ids, text_lengths, self.model.config, draws=draws).input_ids
-        logits = self.logits(text_ids, text_lengths, region_features, region_locations,
-                             num_regions)
+        hidden, parts = self.model.encode(text_ids, text_lengths, region_features,
+                                          region_locations, num_regions,
+                                          self._bidirectional(text_ids),
+                                          region_masked=region_masked,
+                                          block_masked=self.block_masked)
+        logits = self.model.vqa_logits(hidden, region_features.shape[1])
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets) * targets.shape[1]
-        return {"loss": loss}
+        if region_masked is None:
+            return {"loss": loss}
+        # VLP added its masked-region loss to the VQA loss too.
+        region_loss = self.model.masked_region_loss(hidden, parts, region_masked)
+        return {"loss": loss + region_loss, "vqa_loss": loss.detach(),
+                "region_loss": region_loss.detach()}
 
     def logits(self, text_ids, text_lengths, region_features, region_locations, num_regions):
-        # VQA reads the whole question and every region: all bidirectional, no seq2seq.
-        s2s = torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
         hidden = self.model(text_ids, text_lengths, region_features, region_locations,
-                            num_regions, s2s)
+                            num_regions, self._bidirectional(text_ids))
         return self.model.vqa_logits(hidden, region_features.shape[1])
+
+    @staticmethod
+    def _bidirectional(text_ids: torch.Tensor) -> torch.Tensor:
+        # VQA reads the whole question and every region: all bidirectional, no seq2seq.
+        return torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
 
     @staticmethod
     def inputs(batch) -> dict:
         names = ("text_ids", "text_lengths", "region_features", "region_locations",
                  "num_regions", "targets", "mask_order", "mask_kind", "mask_coin",
-                 "mask_random_ids")
+                 "mask_random_ids", "region_masked")
         return {n: getattr(batch, n) for n in names}

@@ -81,7 +81,7 @@ def _rows(paths, names):
 
 
 def decode_row(row: dict, key: str, where: str) -> RegionRecord:
-    """One TSV row as a record (float32 features are cast to the stored float16)."""
+    """One TSV row as a record, in the row's float32."""
     named = len(row) - (None in row)
     got = named + len(row[None]) if None in row else sum(v is not None for v in row.values())
     if got != named:
@@ -100,8 +100,9 @@ def decode_row(row: dict, key: str, where: str) -> RegionRecord:
         raise RecordError(f"image {key!r} ({where}): cannot decode the row ({err})") from None
     if features is None:
         raise RecordError(f"image {key!r} ({where}): no regions (num_boxes = 0)")
-    return RegionRecord(boxes=boxes, features=features.astype(np.float16),
-                        cls_probs=cls.astype(np.float16), scores=scores, image_w=w, image_h=h)
+    # Read in place, the release's float32 stays float32; a store written from it is float16.
+    return RegionRecord(boxes=boxes, features=features, cls_probs=cls, scores=scores,
+                        image_w=w, image_h=h)
 
 
 def _array(text: str, dtype) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from vlp.data.features.base import RegionStore
 from vlp.data.features.errors import MissingImageError, RecordError, StoreError
+from vlp.data.features.record import as_read
 from vlp.data.features.vlp_h5 import record_from_box_file
 
 CLS_SUFFIX = "_cls_prob.npy"
@@ -67,8 +68,7 @@ class NpyDirStore(RegionStore):
             raise MissingImageError(key, self.path, f"missing from {self.bbox_file}")
         cls_path = path[:-len(".npy")] + CLS_SUFFIX
         try:
-            features = np.load(path).astype(np.float16)
-            cls_probs = np.load(cls_path).astype(np.float16)
+            features, cls_probs = as_read(np.load(path)), as_read(np.load(cls_path))
             boxes6 = np.asarray(bbox[key][()], dtype=np.float32)
         except FileNotFoundError:
             raise RecordError(f"image {key!r}: no class probabilities file {cls_path}") from None

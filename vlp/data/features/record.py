@@ -75,6 +75,13 @@ class RegionRecord:
         return sum(a.nbytes for a in (self.boxes, self.features, self.cls_probs, self.scores))
 
 
+def as_read(array) -> np.ndarray:
+    """A released file's float array in its own dtype (VLP's float32 COCO features stay
+    float32, its CC features float16); anything else as float32."""
+    a = np.asarray(array)
+    return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+
+
 def _image_size(w, h) -> tuple[int | None, int | None]:
     if (w is None) != (h is None):
         raise ValueError(f"image size must give both width and height or neither, got {w}x{h}")

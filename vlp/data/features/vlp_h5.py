@@ -18,7 +18,7 @@ import numpy as np
 
 from vlp.data.features.base import RegionStore
 from vlp.data.features.errors import MissingImageError, RecordError, StoreError
-from vlp.data.features.record import RegionRecord
+from vlp.data.features.record import RegionRecord, as_read
 
 SHARD = re.compile(r"_(feat|cls)(.{3})\.h5$")
 FULL_RELEASE = 1000
@@ -99,8 +99,7 @@ class VlpH5Store(RegionStore):
                 raise MissingImageError(key, self.path, f"missing from {f.filename}")
         try:
             boxes6 = np.asarray(handle["bbox"][key][()], dtype=np.float32)
-            features = np.asarray(feat[key][()]).astype(np.float16)
-            cls_probs = np.asarray(cls[key][()]).astype(np.float16)
+            features, cls_probs = as_read(feat[key][()]), as_read(cls[key][()])
         except (OSError, TypeError, ValueError) as err:
             raise RecordError(f"image {key!r} in {self.path}: unreadable ({err})") from None
         return record_from_box_file(key, self.bbox_file, boxes6, features, cls_probs)
