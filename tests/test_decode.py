@@ -139,6 +139,23 @@ def test_min_length_and_ngram_blocking_hold():
         assert len(pairs) == len(set(pairs)), h.tokens
 
 
+def test_greedy_ignores_min_length_and_ngram_blocking_as_vlps_did():
+    """VLP's greedy loop took the argmax of every step; only its beam search applied
+    --min_len and --forbid_duplicate_ngrams. With them, greedy gives the same captions;
+    beam search (which honours them) does not end early or repeat a pair."""
+    model = tiny_model(seed=5, vocab=12)
+    plain = SearchSettings(eos_id=EOS, max_length=16)
+    bound = SearchSettings(eos_id=EOS, max_length=16, min_length=6,
+                           forbid_duplicate_ngrams=True, ngram_size=2)
+    free = CaptionGenerator(model, plain).generate(*regions())
+    constrained = CaptionGenerator(model, bound).generate(*regions())
+    assert [(h.tokens, h.score) for h in free] == [(h.tokens, h.score) for h in constrained]
+    # The constraints would have changed these greedy captions: one ends before 5 tokens
+    # or repeats a pair.
+    assert any((h.finished and len(h.tokens) < 5) or
+               len(set(zip(h.tokens, h.tokens[1:]))) < len(h.tokens) - 1 for h in free)
+
+
 def test_ngram_blocking_is_exact_on_a_small_history():
     block = NoRepeatNgram(3, ignore=(9,))
     history = torch.tensor([[5, 6, 7, 5, 6], [5, 9, 7, 5, 9], [1, 2, 3, 4, 5]])

@@ -339,3 +339,27 @@ def test_a_bin_with_keys_of_neither_layout(roots, tmp_path):
     line = stderr.strip().splitlines()[-1]
     assert code == 2 and str(odd) in line and "encoder.layer.0.adapter.weight" in line
     assert not (tmp_path / "run" / "model.1").exists()
+
+
+def test_vqa_evaluation_of_a_vlp_bin_reads_pythias_answer_list(roots, vqa, tmp_path):
+    """A VQA model.N.bin as VLP saved it (ans_classifier, no answer list, no heads):
+    heads from --bert_model, answers from pythia/data/vocabs/answers_vqa.txt under the
+    working directory, as VLP's eval_vqa2.py; the same answers as the run's directory."""
+    vlp_bin = to_vlp_bin(vqa[0] / "model.1", tmp_path / "model.1.bin")
+    imdb_val = roots["code"] / "pythia/data/imdb/vqa/imdb_val2014.npy"
+    common = ["--new_segment_ids", "--enable_butd", "--image_root", str(roots["coco_root"]),
+              "--src_file", str(imdb_val), "--batch_size", "50", "--split", "val2014"]
+    code, _, stderr = eval_vqa(["--model_recover_path", str(vlp_bin), "--bert_model",
+                                str(roots["bert"]), *common], roots["code"])
+    assert code == 0, stderr[-3000:]
+    code, _, stderr = eval_vqa(["--model_recover_path", str(vqa[0] / "model.1"),
+                                "--output_dir", str(tmp_path / "dir"), *common], roots["code"])
+    assert code == 0, stderr[-3000:]
+    from_bin = json.loads((tmp_path / "model.1.val2014.vqa_results.json").read_text())
+    from_dir = json.loads((tmp_path / "dir" / "model.1.val2014.vqa_results.json").read_text())
+    assert from_bin == from_dir and len(from_bin) == 8
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, _, stderr = eval_vqa(["--model_recover_path", str(vlp_bin), "--bert_model",
+                                str(roots["bert"]), *common], elsewhere)
+    assert code == 2 and "--answer_vocab" in stderr.strip().splitlines()[-1]
