@@ -363,3 +363,19 @@ def test_vqa_evaluation_of_a_vlp_bin_reads_pythias_answer_list(roots, vqa, tmp_p
     code, _, stderr = eval_vqa(["--model_recover_path", str(vlp_bin), "--bert_model",
                                 str(roots["bert"]), *common], elsewhere)
     assert code == 2 and "--answer_vocab" in stderr.strip().splitlines()[-1]
+
+
+def test_detectron_fc7_of_another_size_names_the_file_and_trains_nothing(roots, tmp_path):
+    import pickle
+
+    code_root = tmp_path / "code"
+    (code_root / "detectron_weights").mkdir(parents=True)
+    for name, value in (("fc7_w.pkl", np.zeros((2048, 2048), np.float32)),
+                        ("fc7_b.pkl", np.zeros(2048, np.float32))):
+        with open(code_root / "detectron_weights" / name, "wb") as f:
+            pickle.dump(value, f, protocol=2)
+    out = tmp_path / "cc"
+    code, _, stderr = train(cc_command(roots, out) + SHRINK, code_root)
+    line = stderr.strip().splitlines()[-1]
+    assert code == 2 and "--enable_butd" in line and "detectron_weights" in line
+    assert "(2048, 2048)" in line and not (out / "model.1").exists()

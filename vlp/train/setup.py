@@ -152,7 +152,9 @@ def start_from_fc7(model: UnifiedVLP, directory: str) -> None:
     try:
         model.region.init_from_fc7(weight, bias)
     except VLPError as err:
-        raise VLPError(f"--region_fc7 {directory}: {err}") from None
+        # With --enable_butd alone the directory is VLP's detectron_weights/.
+        flag = "--region_fc7" if Path(directory).name != FC7_DIR else "--enable_butd"
+        raise VLPError(f"{flag} {directory}: {err}") from None
 
 
 def with_box_frequencies(model: UnifiedVLP, frequencies: int, resume_dir: Path | None,
