@@ -45,6 +45,7 @@ class BertAdam(torch.optim.Optimizer):
         self.grad_norm = torch.tensor(math.nan)
         self.fused = fused
         self._endless: dict[torch.device, torch.Tensor] = {}  # step +inf, per device
+        self._kernel: dict[tuple, bool] = {}  # (device, dtype) -> the fused kernel runs
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -79,15 +80,31 @@ class BertAdam(torch.optim.Optimizer):
     def _update(self, params, grads, moments, group: dict) -> None:
         m = [pair[0] for pair in moments]
         v = [pair[1] for pair in moments]
-        if self.fused is not False:
-            try:
-                self._fused_update(params, grads, m, v, group)
-                return
-            except RuntimeError:  # no fused kernel for this device or dtype
-                if self.fused:
-                    raise
-                self.fused = False
+        if self.fused is not False and self._kernel_runs(params[0]):
+            self._fused_update(params, grads, m, v, group)
+            return
+        if self.fused:
+            raise RuntimeError(f"BertAdam(fused=True): no fused Adam kernel for "
+                               f"{params[0].dtype} on {params[0].device}")
         _foreach_update(params, grads, m, v, group)
+
+    def _kernel_runs(self, like: torch.Tensor) -> bool:
+        """Whether torch's fused kernel takes tensors like `like` (tried once per device
+        and dtype on a scratch tensor, so a refusal never leaves a half-done step)."""
+        key = (like.device, like.dtype)
+        if key not in self._kernel:
+            x = [torch.zeros(1, device=like.device, dtype=like.dtype) for _ in range(4)]
+            step = torch.tensor(math.inf, device=like.device)
+            try:
+                torch._fused_adamw_(x[:1], x[1:2], x[2:3], x[3:], [], [step], lr=0.0,
+                                    beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-6,
+                                    amsgrad=False, maximize=False)
+                self._kernel[key] = True
+            # No kernel for this device or dtype, or a torch whose private kernel has
+            # another signature: the foreach ops give the same update.
+            except (RuntimeError, TypeError, AttributeError):
+                self._kernel[key] = False
+        return self._kernel[key]
 
     def _fused_update(self, params, grads, m, v, group: dict) -> None:
         device = params[0].device
