@@ -50,7 +50,8 @@ def finetune(run: Path, out: Path, training: tuple[list[Path], list[Path]], freq
             "--features", str(run / "regions.lmdb"), "--new_segment_ids",
             "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--drop_prob", "0", "--train_batch_size", str(batch), "--num_train_epochs", str(epochs),
+            "--drop_prob", "0", "--max_pred", "0", "--train_batch_size", str(batch),
+            "--num_train_epochs", str(epochs),
             "--box_frequencies", str(frequencies), "--log_steps", "20", "--no_progress",
             *speed_flags(precision)]
     train(check(build_parser().parse_args(argv)))

@@ -354,7 +354,8 @@ def test_vqa_adds_vlps_masked_region_loss_and_unused_poolers_are_frozen():
     hide = torch.zeros(2, 5, dtype=torch.bool)
     hide[0, [1, 4]] = True
     hide[1, [0, 2]] = True
-    unused = dict(mask_order=None, mask_kind=None, mask_coin=None, mask_random_ids=None)
+    unused = dict(mask_order=None, mask_kind=None, mask_coin=None, mask_random_ids=None,
+                  s2s_draw=torch.ones(2))  # at or above any s2s_prob: bidirectional
     task = VQATask(model, mask_input=False, masks_regions=True)
     with torch.no_grad():
         out = task(**x, **unused, region_masked=hide)

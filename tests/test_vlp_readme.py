@@ -379,3 +379,30 @@ def test_detectron_fc7_of_another_size_names_the_file_and_trains_nothing(roots, 
     line = stderr.strip().splitlines()[-1]
     assert code == 2 and "--enable_butd" in line and "detectron_weights" in line
     assert "(2048, 2048)" in line and not (out / "model.1").exists()
+
+
+def test_a_bert_directory_that_says_nothing_about_case_keeps_it(tmp_path):
+    """VLP lower-cased only with --do_lower_case; a BERT directory without
+    tokenizer_config.json (BERT's own releases) is cased, whatever transformers assumes."""
+    from vlp.data.tokens import load_tokenizer
+
+    (tmp_path / "vocab.txt").write_text("\n".join(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Red", "red", "circle"]) + "\n")
+    cased = load_tokenizer(tmp_path)
+    assert cased("Red circle", add_special_tokens=False)["input_ids"] == [5, 7]
+    lower = load_tokenizer(tmp_path, do_lower_case=True)
+    assert lower("Red circle", add_special_tokens=False)["input_ids"] == [6, 7]
+
+
+def test_use_num_imgs_counts_questions_in_vqa(roots):
+    """VLP's --use_num_imgs took the first N questions of the imdb files for VQA."""
+    from vlp.train.args import build_parser, check
+    from vlp.train.vqa import load_questions
+
+    imdb = roots["code"] / "pythia/data/imdb/vqa/imdb_train2014.npy"
+    argv = ["--output_dir", "unused", "--do_train", "--tasks", "vqa2", "--src_file", str(imdb),
+            "--image_root", str(roots["coco_root"]), "--bert_model", str(roots["bert"]),
+            "--use_num_imgs", "5"]
+    questions, examples = load_questions(check(build_parser().parse_args(argv)))
+    assert [q.image_id for q in questions] == [e.question_id for e in examples][:5]
+    assert len(questions) == 5 and questions[0].image_id == 101000

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from train_fixtures import make_inputs, vqa_argv, vqa_files
 from vlp.data.captions import image_key_map
@@ -152,10 +153,14 @@ def test_imdb_split_with_answers_is_scored_like_its_json(trained, tmp_path):
     assert by_imdb["overall"] == by_json["overall"] and by_imdb["perAnswerType"] == {}
 
 
-def test_masking_only_when_asked_and_head_size_checked(trained, tmp_path, capsys):
+def test_question_masking_follows_vlps_flags_and_head_size_checked(trained, tmp_path, capsys):
     inputs, files, root = trained
-    default = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "a")))
-    assert (default.mask_prob, default.max_pred, default.mask_vqa_input) == (0.0, 0, False)
+    argv = vqa_argv(inputs, files, tmp_path / "a")
+    del argv[argv.index("--max_pred"):argv.index("--max_pred") + 2]
+    default = check(build_parser().parse_args(argv))  # VLP's defaults mask in VQA too
+    assert (default.mask_prob, default.max_pred, default.mask_vqa_input) == (0.15, 3, True)
+    none = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "n")))
+    assert (none.max_pred, none.mask_vqa_input) == (0, False)
     vlp_way = check(build_parser().parse_args(vqa_argv(inputs, files, tmp_path / "b",
                                                        "--mask_prob", "0", "--max_pred", "1")))
     assert vlp_way.mask_vqa_input
@@ -200,3 +205,35 @@ def test_two_ranks_by_hand_equal_one_process(tmp_path):
     a, b = (load_file(run / "model.2" / "model.safetensors") for run in (one, two))
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_vqa_training_draws_the_objective_as_vlp_did():
+    """VLP's --s2s_prob / --bi_prob applied to VQA training too (default 1 / 0): with
+    seq2seq, [CLS] and the first [SEP], which the answer is read from, see only the image,
+    so the loss cannot depend on the question; with bidirectional (VLP's README: --s2s_prob
+    0 --bi_prob 1) it does. Answering (eval-vqa) is always bidirectional, as eval_vqa2.py."""
+    from vlp.model import UnifiedVLP, VLPConfig
+    from vlp.train.vqa import VQATask
+
+    torch.manual_seed(0)
+    config = VLPConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=48, max_position_embeddings=32,
+                       region_feature_dim=6, region_classes=2, max_regions=5, vqa_answers=7,
+                       cls_token_id=1, sep_token_id=2, mask_token_id=3)
+    model = UnifiedVLP(config).eval()
+    with torch.no_grad():  # livelier attention than the init's
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    g = torch.Generator().manual_seed(1)
+    regions = dict(region_features=torch.randn(2, 5, 6, generator=g),
+                   region_locations=torch.randn(2, 5, 8, generator=g),
+                   num_regions=torch.tensor([5, 4]), targets=torch.rand(2, 7, generator=g),
+                   text_lengths=torch.tensor([4, 3]), mask_order=None, mask_kind=None,
+                   mask_coin=None, mask_random_ids=None, s2s_draw=torch.tensor([0.3, 0.8]))
+    questions = [torch.randint(5, 40, (2, 4), generator=g) for _ in range(2)]
+    for s2s_prob, depends in ((1.0, False), (0.0, True)):
+        model.config = model.config.replace(s2s_prob=s2s_prob, bi_prob=1.0 - s2s_prob)
+        task = VQATask(model, mask_input=False)
+        with torch.no_grad():
+            a, b = (float(task(text_ids=q, **regions)["loss"]) for q in questions)
+        assert (abs(a - b) > 1e-3) if depends else abs(a - b) < 1e-6, (s2s_prob, a, b)

@@ -109,8 +109,9 @@ def vqa_files(root: Path, store_path: Path, images: int) -> dict:
 
 
 def vqa_argv(inputs: dict, files: dict, out: Path, *extra: str) -> list[str]:
+    # No question token masked (VLP's defaults would mask up to 3) unless `extra` says so.
     argv = train_argv(inputs, out, "--tasks", "vqa2", "--vqa_annotations",
                       str(files["annotations"]), "--image_map", str(inputs["src"]),
-                      "--s2s_prob", "0", "--bi_prob", "1", *extra)
+                      "--s2s_prob", "0", "--bi_prob", "1", "--max_pred", "0", *extra)
     argv[argv.index("--src_file") + 1] = str(files["questions"])
     return argv

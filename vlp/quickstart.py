@@ -245,7 +245,8 @@ def vqa_stage(ctx: Context) -> str:
             "--image_map", image_map, "--features", features, "--new_segment_ids",
             "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--drop_prob", "0", "--train_batch_size", batch, "--num_train_epochs", epochs,
+            "--drop_prob", "0", "--max_pred", "0", "--train_batch_size", batch,
+            "--num_train_epochs", epochs,
             *ctx.speed, "--log_steps", "5" if not ctx.tiny else "1"]
     train(check(build_parser().parse_args(argv)))
     checkpoint = out / f"model.{epochs}"

@@ -31,14 +31,20 @@ class TokenizedTexts:
 
 def load_tokenizer(bert_dir: str | Path, do_lower_case: bool = False):
     """The fast BERT tokenizer of a model directory (vocab.txt / tokenizer.json);
-    `do_lower_case` forces lower-casing (VLP's flag) on top of the directory's setting."""
+    `do_lower_case` forces lower-casing (VLP's flag) on top of the directory's setting.
+    Without the flag, a directory that says nothing about case (no tokenizer_config.json,
+    as BERT's original releases) keeps case, as VLP's tokenizer did; transformers would
+    lower-case it."""
     from transformers import BertTokenizerFast
 
     bert_dir = Path(bert_dir)
     if not (bert_dir / "vocab.txt").is_file() and not (bert_dir / "tokenizer.json").is_file():
         raise VLPError(f"--bert_model {bert_dir}: no vocab.txt or tokenizer.json (a Hugging "
                        "Face BERT directory is needed; nothing is downloaded)")
-    kwargs = {"do_lower_case": True} if do_lower_case else {}
+    says_case = (bert_dir / "tokenizer_config.json").is_file() or \
+        (bert_dir / "tokenizer.json").is_file()
+    kwargs = {"do_lower_case": True} if do_lower_case else \
+        ({} if says_case else {"do_lower_case": False})
     return BertTokenizerFast.from_pretrained(str(bert_dir), local_files_only=True, **kwargs)
 
 

@@ -47,7 +47,7 @@ def annotations_file(args) -> str | None:
     VLP kept it; else None (an imdb with answers is scored from them)."""
     if args.vqa_annotations:
         return args.vqa_annotations
-    if Path(args.src_file).suffix == ".npy" and args.split == "val2014" and \
+    if Path(args.src_file).suffix == ".npy" and args.split in ("val", "val2014") and \
             VLP_REF_FILE.is_file():
         print(f"scoring against {VLP_REF_FILE.absolute()} (VLP's default --ref_file)",
               file=sys.stderr)

@@ -88,10 +88,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "(VLP's detectron_weights/ with fc7_w.pkl and fc7_b.pkl), as VLP did for "
                    "its fc6 region features; only a model whose region layers are new")
     g.add_argument("--mask_prob", type=probability, default=None,
-                   help="share of text tokens masked (default 0.15; vqa2: none)")
+                   help="share of text tokens masked (default 0.15, VLP's, for vqa2 too)")
     g.add_argument("--max_pred", type=int_at_least(0), default=None,
-                   help="most masked tokens per example (default 3; vqa2: none, and VLP's "
-                   "--mask_prob 0 --max_pred 1 replaces one question token)")
+                   help="most masked tokens per example (default 3, VLP's, for vqa2 too; "
+                   "VLP's --mask_prob 0 --max_pred 1 replaces one question token, "
+                   "--max_pred 0 none)")
     g.add_argument("--max_drop_worst_ratio", type=probability, default=0.0,
                    help="masked LM: leave out this share of each batch's examples, those with "
                    "the largest loss, in the epochs after --drop_after")
@@ -105,7 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=DATASETS, default="coco")
     g.add_argument("--split", nargs="+", default=["train", "restval"])
     g.add_argument("--use_num_imgs", type=int, default=-1,
-                   help="train on the first N captions' worth of images only (-1: all)")
+                   help="train on the first N images only (vqa2: the first N questions, "
+                   "as VLP counted them; -1: all)")
     g.add_argument("--file_valid_jpgs", default=None,
                    help="JSON list of image file names to keep; must exist when given")
     g.add_argument("--fp16", action="store_true", help="float16 autocast + GradScaler (CUDA)")
@@ -254,12 +256,11 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError("give --features STORE, or --image_root with VLP's --region_* files")
     if args.warmup_proportion < 0 or args.warmup_proportion > 1:
         raise VLPError(f"--warmup_proportion must be in [0, 1], got {args.warmup_proportion}")
-    masking = {"img2txt": (0.15, 3), "vqa2": (0.0, 0)}[args.tasks]
-    explicit = args.mask_prob is not None or args.max_pred is not None
-    args.mask_prob = masking[0] if args.mask_prob is None else args.mask_prob
-    args.max_pred = masking[1] if args.max_pred is None else args.max_pred
-    # VQA masks question tokens only when asked (VLP: --mask_prob 0 --max_pred 1).
-    args.mask_vqa_input = args.tasks == "vqa2" and explicit and args.max_pred > 0
+    # VLP's defaults for every task: in VQA they mask question tokens too (its README
+    # passes --mask_prob 0 --max_pred 1, one token); --max_pred 0 masks none.
+    args.mask_prob = 0.15 if args.mask_prob is None else args.mask_prob
+    args.max_pred = 3 if args.max_pred is None else args.max_pred
+    args.mask_vqa_input = args.tasks == "vqa2" and args.max_pred > 0
     if args.tasks == "vqa2" and args.scst:
         raise VLPError("--scst is for captioning (--tasks img2txt)")
     if args.max_drop_worst_ratio > 0 and (args.tasks == "vqa2" or args.scst):

@@ -110,7 +110,7 @@ def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
         model, new_regions = UnifiedVLP.from_pretrained_bert(args.bert_model, **from_bert), True
     fc7 = fc7_dir(args, new_regions)
     if fc7 is not None:
-        start_from_fc7(model, fc7)
+        start_from_fc7(model, fc7, "--region_fc7" if args.region_fc7 else "--enable_butd")
     model.config = model.config.replace(**objective, new_layer_init=args.new_layer_init)
     model = apply_model_flags(model, args, resume_dir, source)
     if args.box_frequencies is not None:
@@ -143,7 +143,7 @@ def fc7_dir(args, new_regions: bool) -> Path | None:
     return folder
 
 
-def start_from_fc7(model: UnifiedVLP, directory: str) -> None:
+def start_from_fc7(model: UnifiedVLP, directory: str, flag: str = "--region_fc7") -> None:
     """VLP's start of the first region layer: the BUTD detector's fc7 (a resumed run or a
     trained checkpoint already has its own region layers, so there it does nothing)."""
     from vlp.model.fc7 import read_detectron_fc7
@@ -152,8 +152,6 @@ def start_from_fc7(model: UnifiedVLP, directory: str) -> None:
     try:
         model.region.init_from_fc7(weight, bias)
     except VLPError as err:
-        # With --enable_butd alone the directory is VLP's detectron_weights/.
-        flag = "--region_fc7" if Path(directory).name != FC7_DIR else "--enable_butd"
         raise VLPError(f"{flag} {directory}: {err}") from None
 
 

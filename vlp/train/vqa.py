@@ -41,6 +41,9 @@ def load_questions(args) -> tuple[list[Caption], list[VQAExample]]:
                                f"is not in --image_map {' '.join(args.image_map)}")
             questions.append(Caption(key, ex.question_id, ex.question))
             examples.append(ex)
+    if args.use_num_imgs > 0:
+        # VLP's --use_num_imgs counted questions in VQA (the first N of the files).
+        questions, examples = questions[:args.use_num_imgs], examples[:args.use_num_imgs]
     return questions, examples
 
 
@@ -109,14 +112,17 @@ class VQATask(nn.Module):
         self.block_masked = block_masked    # --block_masked_regions
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-                targets, mask_order, mask_kind, mask_coin, mask_random_ids,
+                targets, mask_order, mask_kind, mask_coin, mask_random_ids, s2s_draw,
                 region_masked=None) -> dict:
         if self.mask_input:
             draws = MaskDraws(mask_order, mask_kind, mask_coin, mask_random_ids)
             text_ids = mask_text(text_ids, text_lengths, self.model.config, draws=draws).input_ids
+        # VLP drew each training example's objective by --s2s_prob / --bi_prob for VQA too
+        # (its README passes --s2s_prob 0 --bi_prob 1: with seq2seq, [CLS] and the first
+        # [SEP] the answer is read from see only the image).
+        s2s = s2s_draw < self.model.config.s2s_prob
         hidden, parts = self.model.encode(text_ids, text_lengths, region_features,
-                                          region_locations, num_regions,
-                                          self._bidirectional(text_ids),
+                                          region_locations, num_regions, s2s,
                                           region_masked=region_masked,
                                           block_masked=self.block_masked)
         logits = self.model.vqa_logits(hidden, region_features.shape[1])
@@ -135,12 +141,12 @@ class VQATask(nn.Module):
 
     @staticmethod
     def _bidirectional(text_ids: torch.Tensor) -> torch.Tensor:
-        # VQA reads the whole question and every region: all bidirectional, no seq2seq.
+        # Answering reads the whole question and every region, as VLP's eval_vqa2.py did.
         return torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
 
     @staticmethod
     def inputs(batch) -> dict:
         names = ("text_ids", "text_lengths", "region_features", "region_locations",
                  "num_regions", "targets", "mask_order", "mask_kind", "mask_coin",
-                 "mask_random_ids", "region_masked")
+                 "mask_random_ids", "s2s_draw", "region_masked")
         return {n: getattr(batch, n) for n in names}
