@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -108,7 +107,7 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+@pytest.mark.usefixtures("java")
 def test_missing_spice_jars_warn_once_and_other_metrics_still_come(tmp_path, monkeypatch):
     from coco_caption import java
     _no_network(monkeypatch)
@@ -120,7 +119,7 @@ def test_missing_spice_jars_warn_once_and_other_metrics_still_come(tmp_path, mon
     assert set(scores) == {"CIDEr"}
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+@pytest.mark.usefixtures("java")
 def test_cli_prints_a_table_and_writes_files(tmp_path):
     results = [RESULTS[0], {"image_id": "b7", "caption": "Two men on horses, naïve"}]
     res, refs = _write(tmp_path, "res.json", results), _write(tmp_path, "refs.json", KARPATHY)

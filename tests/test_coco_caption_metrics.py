@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from coco_caption import cider_d, corpus_cider_d, document_frequency, evaluate
 from coco_caption.scorers import bleu, lcs_length, rouge_l
 
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+needs_java = pytest.mark.usefixtures("java")
 WORDS = "a the man dog cat on of in with red blue two sitting standing table near".split()
 
 
