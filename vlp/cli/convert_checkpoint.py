@@ -1,4 +1,5 @@
-"""`vlp convert-checkpoint`: a Hugging Face BERT or VLP's model.N.bin into a vlp checkpoint."""
+"""`vlp convert-checkpoint`: a Hugging Face BERT, VLP's model.N.bin or the DCP shards of a
+`vlp train --fsdp` checkpoint into a vlp checkpoint (config.json + model.safetensors)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from vlp.cli.args import add_command, int_at_least
 def register(subparsers) -> None:
     p = add_command(
         subparsers, "convert-checkpoint", run,
-        help="convert a Hugging Face BERT directory or VLP's model.N.bin into a vlp "
-             "checkpoint directory (config.json + model.safetensors)",
+        help="convert a Hugging Face BERT directory, VLP's model.N.bin or a --fsdp "
+             "checkpoint's DCP shards into a vlp checkpoint directory (config.json + "
+             "model.safetensors)",
     )
     p.add_argument("path", metavar="PATH",
-                   help="BERT directory (hf-bert) or model.N.bin file (vlp-bin)")
-    p.add_argument("--from", dest="source", required=True, choices=("vlp-bin", "hf-bert"),
+                   help="BERT directory (hf-bert), model.N.bin file (vlp-bin) or a "
+                   "checkpoint directory written by vlp train --fsdp (dcp)")
+    p.add_argument("--from", dest="source", required=True, choices=("vlp-bin", "hf-bert", "dcp"),
                    help="format of PATH")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--tokenizer", metavar="DIR",
@@ -43,6 +46,8 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise VLPError(f"--out {out} exists and is not empty (use --overwrite)")
+    if args.source == "dcp":
+        return _from_dcp(Path(args.path), out)
     overrides = {"max_regions": args.max_regions}
     if args.num_heads:
         overrides["num_attention_heads"] = args.num_heads
@@ -69,4 +74,26 @@ def run(args) -> int:
     print(f"wrote {out}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
           f"{c.type_vocab_size} segment types, regions {c.region_feature_dim}-d with "
           f"{c.region_classes} classes, VQA answers {c.vqa_answers}")
+    return 0
+
+
+def _from_dcp(path, out) -> int:
+    """Gather the shards of every rank into one model directory (any number of ranks
+    wrote them; this process reads them alone)."""
+    from vlp.errors import VLPError
+    from vlp.model import dcp
+    from vlp.model.checkpoint import save_pretrained
+    from vlp.model.unified import UnifiedVLP
+
+    if not dcp.is_dcp(path):
+        raise VLPError(f"{path}: no {dcp.DCP_DIR}/{dcp.METADATA}; not a checkpoint written "
+                       "by vlp train --fsdp")
+    model = UnifiedVLP.from_pretrained(path)
+    save_pretrained(model, out, tokenizer_dir=path)
+    for extra in sorted(path.glob("*.txt")) + sorted(path.glob("*.json")):
+        # The VQA answer list and the like travel with the weights.
+        if not (out / extra.name).exists() and not extra.name.startswith("trainer_state"):
+            (out / extra.name).write_bytes(extra.read_bytes())
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {n:,} parameters gathered from {path / dcp.DCP_DIR}")
     return 0

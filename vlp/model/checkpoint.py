@@ -1,4 +1,5 @@
-"""Checkpoint directories: config.json + model.safetensors (+ tokenizer files).
+"""Checkpoint directories: config.json + model.safetensors (+ tokenizer files), or
+config.json + dcp/ where `vlp train --fsdp` wrote each rank's shards (vlp.model.dcp).
 
 Weights are read from safetensors, or from a legacy pickle only through
 torch.load(weights_only=True), which refuses any object that is not plain tensor data,
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlp.errors import VLPError
+from vlp.model import dcp
 from vlp.model.config import VLPConfig
 
 CONFIG_NAME = "config.json"
@@ -72,15 +74,18 @@ def _few(keys: list[str], limit: int = 6) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def save_pretrained(model, directory: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+def save_pretrained(model, directory: str | Path, tokenizer_dir: str | Path | None = None,
+                    weights: bool = True) -> Path:
     """Write config.json and model.safetensors (and tokenizer files found in
-    `tokenizer_dir`) into `directory`, replacing those files atomically."""
+    `tokenizer_dir`) into `directory`, replacing those files atomically. Without
+    `weights`, all but model.safetensors (whose weights DCP shards hold instead)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
         model.config.save(Path(tmp) / CONFIG_NAME)
-        save_file(state, str(Path(tmp) / WEIGHTS_NAME), metadata={"format": "pt"})
+        if weights:
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(state, str(Path(tmp) / WEIGHTS_NAME), metadata={"format": "pt"})
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer_dir) / name).is_file():
@@ -100,6 +105,8 @@ def load_pretrained(cls, directory: str | Path, map_location="cpu"):
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         weights = directory / LEGACY_WEIGHTS_NAME
+    if not weights.is_file() and dcp.is_dcp(directory):  # written by vlp train --fsdp
+        return dcp.read_weights(cls(config), directory).to(map_location)
     if not weights.is_file():
         raise VLPError(f"{directory}: neither {WEIGHTS_NAME} nor {LEGACY_WEIGHTS_NAME}")
     state = read_state_dict(weights)

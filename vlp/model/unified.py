@@ -228,11 +228,13 @@ class UnifiedVLP(nn.Module):
         return step_flops(self.config, batch_size, seq_len, regions, training)
 
     # -- checkpoints ---------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
-        """config.json + model.safetensors (+ the tokenizer files in `tokenizer_dir`)."""
+    def save_pretrained(self, directory: str | Path, tokenizer_dir: str | Path | None = None,
+                        weights: bool = True) -> Path:
+        """config.json + model.safetensors (+ the tokenizer files in `tokenizer_dir`);
+        without `weights`, all but model.safetensors."""
         from vlp.model.checkpoint import save_pretrained
 
-        return save_pretrained(self, directory, tokenizer_dir)
+        return save_pretrained(self, directory, tokenizer_dir, weights)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location="cpu") -> "UnifiedVLP":

@@ -203,6 +203,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--log_steps", type=int_at_least(1), default=10)
     m.add_argument("--skip_nonfinite", action="store_true",
                    help="skip and count batches with NaN/inf loss instead of stopping")
+    m.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and optimizer state across the ranks "
+                   "(FSDP2, each encoder layer a unit; float32 shards, --bf16/--fp16 for "
+                   "the gathered weights); checkpoints as torch.distributed.checkpoint "
+                   "shards in <checkpoint>/dcp, resumed on the same number of ranks")
     m.add_argument("--dist_timeout", type=float, default=600.0,
                    help="seconds a rank waits for the others before failing")
     m.add_argument("--deterministic", action="store_true",

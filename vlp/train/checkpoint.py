@@ -31,7 +31,9 @@ STATE_PT = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
 _NAME = re.compile(r"^(model|step)\.(\d+)$")
 # Settings that must match for a checkpoint to continue this run.
-RUN_SHAPE = ("world_size", "train_batch_size", "gradient_accumulation_steps")
+RUN_SHAPE = ("world_size", "train_batch_size", "gradient_accumulation_steps", "fsdp")
+# What a checkpoint from before a setting existed ran with.
+SHAPE_DEFAULTS = {"fsdp": False}
 
 
 @dataclass
@@ -80,16 +82,24 @@ def _as_python_state(value):
     return (version, tuple(internal), gauss)
 
 
+def staging(directory: Path) -> Path:
+    """The temporary directory where every rank writes its shards of checkpoint
+    `directory` (--fsdp) before the main rank completes and renames it."""
+    return Path(directory).parent / f".tmp-{Path(directory).name}"
+
+
 def save(directory: Path, model, tokenizer_dir, training: dict, position: Position,
-         run_shape: dict, keep_steps: int = 2, extra_files=()) -> Path:
+         run_shape: dict, keep_steps: int = 2, extra_files=(), staged: bool = False) -> Path:
     """Write checkpoint `directory` atomically (call on the main rank only), with copies
     of `extra_files` (a VQA answer vocabulary); then drop step checkpoints beyond the
-    newest `keep_steps`."""
+    newest `keep_steps`. `staged`: the ranks have already written the weights as DCP
+    shards into staging(directory), which this completes."""
     directory = Path(directory)
-    tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
-    if tmp.exists():
+    tmp = staging(directory) if staged else \
+        directory.parent / f".tmp-{directory.name}-{os.getpid()}"
+    if tmp.exists() and not staged:
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, tokenizer_dir)
+    model.save_pretrained(tmp, tokenizer_dir, weights=not staged)
     for extra in extra_files:
         shutil.copyfile(extra, tmp / Path(extra).name)
     torch.save(training, tmp / STATE_PT)
@@ -118,7 +128,9 @@ def read_position(directory: Path) -> tuple[Position, dict]:
     path = Path(directory) / STATE_JSON
     try:
         data = json.loads(path.read_text())
-        shape = {k: data.pop(k) for k in RUN_SHAPE}
+        shape = {k: data.pop(k, SHAPE_DEFAULTS.get(k)) for k in RUN_SHAPE}
+        if None in shape.values():
+            raise KeyError(next(k for k, v in shape.items() if v is None))
         return Position(**data), shape
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise VLPError(f"{path}: unreadable training checkpoint state ({type(err).__name__}: "
@@ -155,6 +167,12 @@ def load_training(directory: Path) -> dict:
 def check_shape(directory: Path, saved: dict, current: dict) -> None:
     diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
     if diff:
-        what = ", ".join(f"--{k} {new} (checkpoint: {old})" for k, (old, new) in diff.items())
+        what = ", ".join(_setting(k, new, old) for k, (old, new) in diff.items())
         raise VLPError(f"{directory} belongs to a run with other settings: {what}; use "
                        "another --output_dir, or --model_recover_path to start from its weights")
+
+
+def _setting(name: str, here, saved) -> str:
+    if isinstance(here, bool):  # a switch: named with or without it
+        return f"{'' if here else 'no '}--{name} (checkpoint: {'with' if saved else 'without'} it)"
+    return f"--{name} {here} (checkpoint: {saved})"

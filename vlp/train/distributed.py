@@ -69,16 +69,21 @@ def device_for(info: DistInfo, no_cuda: bool = False) -> torch.device:
     return torch.device("cpu")
 
 
-def init(info: DistInfo, device: torch.device, timeout_s: float) -> None:
+def init(info: DistInfo, device: torch.device, timeout_s: float, alone: bool = False) -> None:
     """Join the process group (NCCL on CUDA, gloo on CPU). A peer that dies makes the
-    collectives of the others fail within `timeout_s` instead of hanging."""
-    if not info.distributed or dist.is_initialized():
+    collectives of the others fail within `timeout_s` instead of hanging. `alone`: a
+    single process gets a group of its own too (FSDP shards over a group, even of one)."""
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not info.distributed:
+        if alone:
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
         return
     if info.init_method and info.init_method.startswith("file://"):
         # VLP's default rendezvous is a file inside --output_dir, which may not exist yet;
         # without its folder every rank waits for the others until the timeout.
         os.makedirs(os.path.dirname(info.init_method[len("file://"):]) or ".", exist_ok=True)
-    backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {}
     if device.type == "cuda":
         kwargs["device_id"] = device
@@ -100,6 +105,13 @@ def shutdown(info: DistInfo | None = None, finished: bool = False) -> None:
             and info.init_method.startswith("file://"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(info.init_method[len("file://"):])
+
+
+def mesh(info: DistInfo, device: torch.device):
+    """All ranks as one device mesh (what FSDP shards over)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device.type, (info.world_size,))
 
 
 def barrier() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vlp.errors import VLPError
-from vlp.train import checkpoint, distributed, optim, precision as amp
+from vlp.train import checkpoint, distributed, optim, precision as amp, sharded
 from vlp.train.checkpoint import Position
 
 
@@ -30,6 +31,7 @@ class LoopSettings:
     progress: bool
     run_shape: dict
     extra_files: list = field(default_factory=list)  # copied into every checkpoint
+    fsdp: bool = False         # `wrapped` is sharded (--fsdp): DCP checkpoints
 
 
 class NonFiniteLoss(VLPError):
@@ -109,6 +111,8 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         no_sync = getattr(self.wrapped, "no_sync", None)
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
+        if self.s.fsdp:
+            sharded.set_gradient_sync(self.wrapped, sync)
         with context:
             with amp.autocast(self.precision, self.device):
                 out = self.wrapped(**self.task.inputs(batch))
@@ -143,12 +147,12 @@ class Trainer:
             return False
         self.scaler.unscale_(self.optimizer)
         if self.s.max_grad_norm > 0:
-            self._window.grad_norm = float(torch.nn.utils.clip_grad_norm_(params,
-                                                                          self.s.max_grad_norm))
+            self._window.grad_norm = sharded.full_norm(
+                torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if isinstance(getattr(self.optimizer, "grad_norm", None), torch.Tensor):
-            self._window.grad_norm = float(self.optimizer.grad_norm)  # BertAdam clips itself
+            self._window.grad_norm = sharded.full_norm(self.optimizer.grad_norm)  # BertAdam's
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
@@ -184,21 +188,33 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def training_state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(),
-                "optimizer_kind": optim.kind_of(self.optimizer),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": distributed.gather_objects(checkpoint.rng_state())}
+        state = {"optimizer_kind": optim.kind_of(self.optimizer),
+                 "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(),
+                 "rng": distributed.gather_objects(checkpoint.rng_state())}
+        if not self.s.fsdp:  # with --fsdp the optimizer state is in the DCP shards
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def save(self, directory: Path) -> None:
         state = self.training_state()  # a collective: every rank takes part
+        if self.s.fsdp:
+            self._save_shards(directory)
         if self.info.is_main:
             checkpoint.save(directory, self.task.model, self.tokenizer_dir, state, self.pos,
-                            self.s.run_shape, self.s.keep_steps, self.s.extra_files)
+                            self.s.run_shape, self.s.keep_steps, self.s.extra_files,
+                            staged=self.s.fsdp)
             self.logger.info("saved %s", directory)
         distributed.barrier()
 
-    def load(self, training: dict) -> None:
+    def _save_shards(self, directory: Path) -> None:
+        staging = checkpoint.staging(directory)
+        if self.info.is_main and staging.exists():
+            shutil.rmtree(staging)
+        distributed.barrier()
+        sharded.save(staging, self.task, self.optimizer)
+
+    def load(self, training: dict, directory: Path) -> None:
         # Checkpoints from before --optimizer were all written by AdamW.
         saved, here = training.get("optimizer_kind", "adamw"), optim.kind_of(self.optimizer)
         if saved != here:
@@ -206,7 +222,10 @@ class Trainer:
                            f"{here}: pass --optimizer {saved} to continue it, or start from its "
                            "weights with --model_recover_path and another --output_dir")
         try:
-            self.optimizer.load_state_dict(training["optimizer"])
+            if self.s.fsdp:
+                sharded.load(directory, self.task, self.optimizer)
+            else:
+                self.optimizer.load_state_dict(training["optimizer"])
         except ValueError as err:  # parameter groups of another size
             raise VLPError(f"the checkpoint's optimizer state does not fit the parameters "
                            f"trained here ({err}); start from its weights with "

@@ -16,7 +16,7 @@ from vlp.data.sampler import ResumableSampler
 from vlp.data.sources import keep_present, open_features
 from vlp.errors import VLPError
 from vlp.flags import run_script
-from vlp.train import checkpoint, distributed, optim, precision as amp, setup, vqa
+from vlp.train import checkpoint, distributed, optim, precision as amp, setup, sharded, vqa
 from vlp.train.args import build_parser, check
 from vlp.train.log import MetricsLog, text_logger
 from vlp.train.loop import LoopSettings, Trainer
@@ -33,7 +33,7 @@ def train(args) -> dict:
                                          args.dist_url)
     device = distributed.device_for(info, args.no_cuda)
     output_dir = Path(args.output_dir)
-    distributed.init(info, device, args.dist_timeout)
+    distributed.init(info, device, args.dist_timeout, alone=args.fsdp)
     finished = False
     try:
         result = _train(args, info, device, output_dir)
@@ -73,7 +73,8 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     resume = checkpoint.newest(output_dir)
     position, training = checkpoint.Position(), None
     run_shape = {"world_size": info.world_size, "train_batch_size": args.train_batch_size,
-                 "gradient_accumulation_steps": args.gradient_accumulation_steps}
+                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                 "fsdp": args.fsdp}
     if resume is not None:
         position, saved_shape = checkpoint.read_position(resume)
         checkpoint.check_shape(resume, saved_shape, run_shape)
@@ -130,15 +131,17 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
 
     task = build_task(args, model, tokenizer, references, output_dir, info).to(device)
     freeze_unused(task)
-    wrapped = task
-    if info.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrapped = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
     if args.amp and not args.fp16:
         say("--amp without --fp16 trains in float32, as in VLP; --fp16 or --bf16 turn mixed "
             "precision on")
     precision = amp.choose(args.bf16, args.fp16, device)
+    wrapped = task
+    if args.fsdp:
+        wrapped = sharded.shard(task, precision, distributed.mesh(info, device))
+    elif info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = optim.build(args.optimizer, task, args.learning_rate, args.weight_decay,
                             args.max_grad_norm, head="vqa_head.",
                             head_lr=args.head_learning_rate, fp16=args.fp16)
@@ -149,23 +152,24 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         save_steps=args.save_steps,
         keep_steps=args.keep_step_checkpoints, log_steps=args.log_steps,
         skip_nonfinite=args.skip_nonfinite, progress=not args.no_progress, run_shape=run_shape,
-        extra_files=extra_files)
+        extra_files=extra_files, fsdp=args.fsdp)
     metrics = MetricsLog(output_dir, Path(args.log_dir) if args.log_dir else output_dir / "tb",
                          info.is_main)
     trainer = Trainer(task, wrapped, optimizer,
                       optim.scheduler(optimizer, total, args.warmup_proportion, args.sche_mode),
-                      amp.grad_scaler(precision, device, args.loss_scale), precision, device,
+                      amp.grad_scaler(precision, device, args.loss_scale, args.fsdp),
+                      precision, device,
                       loader, sampler, dataset, settings, info, output_dir, tok_dir, logger,
                       metrics, position, args.seed, say)
     # Each rank's dropout stream is its own; resumed runs restore it from the checkpoint.
     setup.seed_everything(args.seed + info.rank)
     if training is not None:
-        trainer.load(training)
+        trainer.load(training, resume)
     metrics.drop_after(position.step)
     kind = "questions" if args.tasks == "vqa2" else "captions"
     say(f"{len(dataset)} {kind} of {len(set(c.image_key for c in captions))} images; "
         f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
-        f"precision {precision}; device {device}")
+        f"precision {precision}; device {device}" + ("; FSDP" if args.fsdp else ""))
     return trainer
 
 
