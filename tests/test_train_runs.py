@@ -139,14 +139,16 @@ def test_two_ranks_by_hand_equal_one_process_with_the_global_batch(inputs, tmp_p
     assert "rank1" in (two / "training.rank1.log").read_text()
 
 
-def test_torchrun_launch(inputs, tmp_path):
+@pytest.mark.parametrize("sharding, weights", [((), "model.safetensors"),
+                                               (("--fsdp",), "dcp/.metadata")])
+def test_torchrun_launch(inputs, tmp_path, sharding, weights):
     out = tmp_path / "torchrun"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(free_port()), "-m", "vlp.run_img2txt_dist",
-           *with_batch(train_argv(inputs, out, "--num_train_epochs", "1"), 4)]
+           *with_batch(train_argv(inputs, out, "--num_train_epochs", "1", *sharding), 4)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "2 process(es)" in run.stdout and (out / "model.1" / "model.safetensors").is_file()
+    assert "2 process(es)" in run.stdout and (out / "model.1" / weights).is_file()
 
 
 def test_a_dead_rank_makes_the_other_exit_nonzero(tmp_path):
