@@ -316,3 +316,41 @@ def test_two_hdf5_writers_on_one_file_are_stopped(tmp_path):
         second.put("b", make_record(2))
     assert sorted(open_store(path)) == ["COCO_val2014_000000000000",
                                         "COCO_val2014_000000000001", "a"]
+
+
+def test_hdf5_lookups_compare_ids_not_only_their_hashes(tmp_path, monkeypatch):
+    from vlp.data.features import h5_store
+
+    path = tmp_path / "regions.h5"
+    write(path, "h5", range(30), batch_size=7)
+    monkeypatch.setattr(h5_store, "hash", lambda raw: 7, raising=False)  # every id collides
+    store = open_store(path)
+    assert_same(store["COCO_val2014_000000000012"], make_record(12))
+    assert "COCO_val2014_000000000030" not in store and "COCO_val2014_00000000001" not in store
+    assert list(store) == [f"COCO_val2014_{i:012d}" for i in range(30)]  # in written order
+
+
+READER_MEMORY = """
+import sys
+from vlp.data.features import h5_store, open_store
+def anon_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("RssAnon")) / 1024
+before = anon_mb()
+store = open_store(sys.argv[1])
+store[sys.argv[2]]
+print(anon_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_hdf5_reader_memory_does_not_hold_the_ids(tmp_path):
+    # 30,000 ids of 500 bytes: 15 MB of ids, which the reader leaves on disk.
+    path, prefix = tmp_path / "long_ids.h5", "x" * 488
+    rec = make_record(1)
+    with create_store(path, batch_size=5000) as out:
+        for i in range(30_000):
+            out.put(f"{prefix}{i:012d}", rec)
+    grown = subprocess.run([sys.executable, "-c", READER_MEMORY, str(path), f"{prefix}{7:012d}"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert float(grown.stdout) < 8, f"the reader grew {float(grown.stdout):.1f} MB at open"

@@ -27,6 +27,9 @@ VERSION = 1
 INDEX_COLUMNS = ("row", "count", "image_w", "image_h", "id_start", "id_len")
 ROW_DATASETS = ("features", "cls_probs", "boxes", "scores")
 CHUNK_BYTES = 1 << 20
+# Index entries read at a time: at most 1 MiB of 511-byte ids. Bigger blocks leave freed
+# heap behind that malloc keeps, so an open's memory would grow with the store.
+INDEX_BLOCK = 1 << 11
 
 
 def is_h5_file(path) -> bool:
@@ -62,17 +65,28 @@ def whole_records(f: h5py.File, path) -> int:
         count = min(int(f.attrs["num_records"]), f["index"].shape[0])
         if count == 0:
             return 0
-        index = f["index"][:count]
         rows = min(f[name].shape[0] for name in ROW_DATASETS if name in f)
         id_bytes = f["id_bytes"].shape[0]
+        expected = 0  # where the next record's rows must start
+        for start, index in index_blocks(f, count):
+            ends = index[:, 0] + index[:, 1]
+            starts = np.concatenate([[expected], ends[:-1]])
+            good = (index[:, 0] == starts) & (ends <= rows) & (index[:, 1] > 0) \
+                & (index[:, 4] + index[:, 5] <= id_bytes)
+            bad = np.flatnonzero(~good)
+            if bad.size:
+                return start + int(bad[0])
+            expected = int(ends[-1])
     except (KeyError, OSError) as err:
         raise StoreError(f"HDF5 feature store {path} is damaged: {err}") from None
-    ends = index[:, 0] + index[:, 1]
-    expected_starts = np.concatenate([[0], ends[:-1]])
-    good = (index[:, 0] == expected_starts) & (ends <= rows) & (index[:, 1] > 0) \
-        & (index[:, 4] + index[:, 5] <= id_bytes)
-    bad = np.flatnonzero(~good)
-    return int(bad[0]) if bad.size else count
+    return count
+
+
+def index_blocks(f: h5py.File, count: int):
+    """(first entry, entries) of the first `count` index entries, a block at a time, so
+    that memory does not grow with the store."""
+    for start in range(0, count, INDEX_BLOCK):
+        yield start, f["index"][start:min(start + INDEX_BLOCK, count)]
 
 
 def chunk_rows(row_bytes: int) -> int:
