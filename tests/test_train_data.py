@@ -47,13 +47,13 @@ def test_tokens_are_cached_once_and_reread(inputs, tmp_path):
     tok = load_tokenizer(inputs["bert"])
     texts = ["a red circle", "two big squares", "the"]
     first = cached_tokenize(tok, texts, tmp_path)
-    files = list(tmp_path.glob("tokens-*.npz"))
+    files = list(tmp_path.glob("tokens-*"))
     assert len(files) == 1
     again = cached_tokenize(tok, texts, tmp_path)
     assert [list(first[i]) for i in range(3)] == [list(again[i]) for i in range(3)]
     assert list(first[0]) == tok("a red circle", add_special_tokens=False)["input_ids"]
     cached_tokenize(tok, texts + ["green"], tmp_path)
-    assert len(list(tmp_path.glob("tokens-*.npz"))) == 2  # other texts, other cache file
+    assert len(list(tmp_path.glob("tokens-*"))) == 2  # other texts, other cache folder
 
 
 def test_example_draws_do_not_depend_on_batching(inputs):
@@ -101,6 +101,22 @@ def test_sampler_resumes_mid_epoch_with_the_same_order():
     for s in ranks:
         s.set_position(2, 0)
     assert set(list(ranks[0]) + list(ranks[1])) == set(data)
+
+
+@pytest.mark.parametrize("n, replicas, shuffle", [(23, 2, True), (5, 3, True), (2, 4, True),
+                                                   (10, 3, False), (7, 1, True)])
+def test_sampler_order_is_torch_distributed_samplers(n, replicas, shuffle):
+    # Checkpoints from earlier runs resume into the same order, padding included.
+    from torch.utils.data.distributed import DistributedSampler
+
+    for rank in range(replicas):
+        ours = ResumableSampler(list(range(n)), replicas, rank, seed=7, shuffle=shuffle)
+        torchs = DistributedSampler(list(range(n)), replicas, rank, shuffle=shuffle, seed=7)
+        for epoch in (0, 3):
+            ours.set_position(epoch, 0)
+            torchs.set_epoch(epoch)
+            assert list(ours) == list(torchs)
+            assert all(type(i) is int for i in ours)
 
 
 def test_bad_caption_file_is_named(tmp_path):

@@ -8,6 +8,7 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -126,11 +127,13 @@ class RegionImages(Dataset):
 
 
 class RegionTextDataset(Dataset):
-    """Example i: caption i's tokens with the regions of its image."""
+    """Example i: caption i's tokens with the regions of its image. `image_keys` and
+    `targets` are sequences: lists, or (in training) vlp.data.mapped's KeyColumn and
+    SoftTargets, mapped from the cache like the tokens."""
 
-    def __init__(self, tokens: TokenizedTexts, image_keys: list[str], store, regions: int,
+    def __init__(self, tokens: TokenizedTexts, image_keys: Sequence[str], store, regions: int,
                  text: TextSettings, box_norm: str = "auto",
-                 targets: list[dict[int, float]] | None = None, box_frequencies: int = 0,
+                 targets: Sequence[dict[int, float]] | None = None, box_frequencies: int = 0,
                  vis_mask_prob: float = 0.0):
         if len(tokens) != len(image_keys) or (targets is not None and len(targets) != len(tokens)):
             raise ValueError("one image key (and target) per tokenized text")

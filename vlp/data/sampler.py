@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch.utils.data.distributed import DistributedSampler
 
 
@@ -20,8 +23,21 @@ class ResumableSampler(DistributedSampler):
         self.start = start
 
     def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.start:])
+        # DistributedSampler's order, kept in one int64 tensor: its list of Python ints
+        # takes ~40 bytes an index (130 MB at Conceptual Captions' 3.3 M captions) and is
+        # built after the DataLoader's workers have forked, in pages they share.
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(n, generator=g)
+        else:
+            indices = torch.arange(n)
+        padding = self.total_size - n
+        if padding > 0:
+            indices = torch.cat([indices, indices.repeat(math.ceil(padding / n))[:padding]])
+        mine = indices[self.rank:self.total_size:self.num_replicas][self.start:]
+        return map(int, mine.numpy())
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from vlp.data.mapped import MappedArrays, save_arrays
 from vlp.errors import VLPError
 
 
 @dataclass
-class TokenizedTexts:
+class TokenizedTexts(MappedArrays):
     """Word-piece ids of many texts, flat: text i is ids[offsets[i]:offsets[i + 1]]
-    (no [CLS]/[SEP])."""
+    (no [CLS]/[SEP]). Read from the cache, the arrays are mapped from its files."""
 
     ids: np.ndarray      # int32
     offsets: np.ndarray  # int64, len(texts) + 1
+    source: Path | None = None  # the cache folder the arrays are mapped from
+    names: ClassVar[tuple[str, ...]] = ("ids", "offsets")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -75,15 +78,16 @@ class WhitespaceTokenizer:
 
 
 def tokenize(tokenizer, texts: list[str], batch: int = 4096) -> TokenizedTexts:
-    pieces, lengths = [], []
+    pieces, lengths = [], np.zeros(len(texts), dtype=np.int64)
     for start in range(0, len(texts), batch):
         out = tokenizer(texts[start:start + batch], add_special_tokens=False)["input_ids"]
-        pieces += [np.asarray(ids, dtype=np.int32) for ids in out]
-        lengths += [len(ids) for ids in out]
+        lengths[start:start + len(out)] = [len(ids) for ids in out]
+        # One array per batch: millions of small arrays would cost more than the ids.
+        pieces.append(np.fromiter(chain.from_iterable(out), np.int32))
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    return TokenizedTexts(ids.astype(np.int32), offsets)
+    return TokenizedTexts(ids, offsets)
 
 
 def cache_key(tokenizer, texts: list[str]) -> str:
@@ -99,20 +103,25 @@ def cache_key(tokenizer, texts: list[str]) -> str:
 
 
 def cached_tokenize(tokenizer, texts: list[str], cache_dir: str | Path | None) -> TokenizedTexts:
-    """`tokenize`, read from `cache_dir/tokens-<digest>.npz` when an earlier run wrote it."""
+    """`tokenize`, cached in `cache_dir/tokens-<digest>/` (ids.npy, offsets.npy, written
+    all at once) and returned memory-mapped from there, so DataLoader workers share it."""
     if cache_dir is None:
         return tokenize(tokenizer, texts)
-    path = Path(cache_dir) / f"tokens-{cache_key(tokenizer, texts)}.npz"
-    if path.is_file():
-        with np.load(path) as data:
-            return TokenizedTexts(data["ids"], data["offsets"])
-    tokens = tokenize(tokenizer, texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, ids=tokens.ids, offsets=tokens.offsets)
-    os.replace(tmp, path)
-    return tokens
+    folder = Path(cache_dir).absolute() / f"tokens-{cache_key(tokenizer, texts)}"
+    if not folder.is_dir():
+        tokens = _npz_cache(folder.with_suffix(".npz"))
+        if tokens is None:
+            tokens = tokenize(tokenizer, texts)
+        save_arrays(folder, tokens.arrays())
+    return TokenizedTexts.open(folder)
+
+
+def _npz_cache(path: Path) -> TokenizedTexts | None:
+    """The same tokens as cached by earlier versions (an .npz, which cannot be mapped)."""
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return TokenizedTexts(data["ids"], data["offsets"])
 
 
 def unigram_entropy(tokens: TokenizedTexts, sep_id: int, max_len: int | None = None) -> float:

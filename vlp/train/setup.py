@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vlp.data.captions import Caption, read_captions, read_valid_jpgs
+from vlp.data.mapped import KeyColumn, SoftTargets
 from vlp.data.region_text import RegionTextDataset, TextSettings
 from vlp.data.tokens import TokenizedTexts, WhitespaceTokenizer, cached_tokenize, load_tokenizer
 from vlp.errors import VLPError
@@ -80,10 +81,16 @@ def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> 
 
 
 def build_dataset(args, tokens, captions, store, config, targets=None) -> RegionTextDataset:
+    """The training examples; image keys and VQA targets are memory-mapped from
+    output_dir/cache as the tokens are, so DataLoader workers share one copy."""
     text = TextSettings(sep_id=config.sep_token_id, vocab_size=config.vocab_size,
                         max_len_b=args.max_len_b, always_truncate_tail=args.always_truncate_tail,
                         max_pred=max(args.max_pred, 1), seed=args.seed)
-    return RegionTextDataset(tokens, [c.image_key for c in captions], store,
+    cache = Path(args.output_dir) / "cache"
+    keys = KeyColumn.of([c.image_key for c in captions]).mapped(cache, "keys")
+    if targets is not None:
+        targets = SoftTargets.of(targets).mapped(cache, "targets")
+    return RegionTextDataset(tokens, keys, store,
                              args.len_vis_input, text, args.box_norm, targets,
                              config.region_box_frequencies, args.vis_mask_prob)
 
