@@ -85,11 +85,27 @@ else
     fi
 fi
 
-# Java runs coco-caption's PTB tokenizer and METEOR; without it decoding scores in Python.
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# A GPU machine without network may lack the toolkit's smaller dependencies (lmdb,
+# pycocotools): wheels that bench/gpu_wheels.sh saved in .whl/ are installed beside the
+# run, never over the machine's own packages.
+if ! "$PY" -c 'import lmdb, pycocotools' >/dev/null 2>&1 && compgen -G ".whl/*.whl" >/dev/null; then
+    if [ "$DRY" = 1 ]; then
+        echo "# would install .whl/*.whl into $OUT/site (lmdb or pycocotools missing)"
+    else
+        mkdir -p "$OUT/site"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$OUT/site" .whl/*.whl \
+            || echo "bench/gpu.sh: installing .whl/*.whl failed" >&2
+    fi
+    export PYTHONPATH="$PYTHONPATH:$ROOT/$OUT/site"
+fi
+
+# Java runs coco-caption's PTB tokenizer and METEOR; without it decoding scores in Python,
+# and without pycocoevalcap (a 100 MB wheel) decoding is not scored at all.
 SCORE=()
 command -v java >/dev/null 2>&1 || SCORE=(--no_java)
-
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c 'import pycocoevalcap' >/dev/null 2>&1 || SCORE=(--no_eval)
 # Unbuffered, so that the log of a step stopped at its limit shows how far it got.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
