@@ -21,10 +21,16 @@ from vlp.errors import VLPError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MIN_SIDE = 8  # px; smaller images hold no region worth a feature
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
+# What decode_rgb_bytes opens (Pillow's format names; the ones this Pillow reads).
+UPLOAD_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 
 
 class BadImage(Exception):
     """An image that cannot be used; the message is the reason written to errors.jsonl."""
+
+
+class TooManyPixels(BadImage):
+    """An image over the decompression-bomb limit, refused from its header."""
 
 
 @dataclass(frozen=True)
@@ -117,28 +123,53 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def decode_rgb(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """uint8 [H, W, 3] array, or BadImage saying why not."""
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.is_file():
         raise BadImage("missing file")
     if p.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
+    return _decode(p, max_pixels)
+
+
+def decode_rgb_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """decode_rgb for an image held in memory (an upload): the same checks, the size
+    read from the header before any pixel is decoded, and only the common photo and
+    graphics formats (Pillow would hand some others, such as EPS, to outside programs)."""
+    import io
+
+    from PIL import Image
+
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    Image.init()
+    formats = tuple(f for f in UPLOAD_FORMATS if f in Image.OPEN)
+    return _decode(io.BytesIO(data), max_pixels, formats)
+
+
+def _decode(source, max_pixels: int, formats: tuple[str, ...] | None = None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(p) as img:
+        with Image.open(source, formats=formats) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise BadImage(f"{w}x{h} pixels exceeds the decompression-bomb limit of "
-                               f"{max_pixels} pixels")
+                raise TooManyPixels(f"{w}x{h} pixels exceeds the decompression-bomb limit of "
+                                    f"{max_pixels} pixels")
             if min(w, h) < MIN_SIDE:
                 raise BadImage(f"{w}x{h} pixels is too small (sides under {MIN_SIDE} px)")
             img.load()
             return _to_rgb(img)
     except BadImage:
         raise
-    except Image.DecompressionBombError as err:
-        raise BadImage(f"exceeds the decompression-bomb limit ({err})") from None
+    except Image.DecompressionBombError:
+        # Pillow refused it on opening, past twice its own limit: the size stays unknown.
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise TooManyPixels(f"declares more than {limit} pixels (the decompression-bomb "
+                            "limit)") from None
     except UnidentifiedImageError:
+        if formats:
+            raise BadImage(f"not an image in a format accepted here ({', '.join(formats)})"
+                           ) from None
         raise BadImage("not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise BadImage(f"cannot decode: {err}") from None

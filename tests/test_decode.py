@@ -129,6 +129,27 @@ def test_beam_finds_the_better_sequence_greedy_misses():
     assert two.score == pytest.approx(math.log(0.4 * 0.9))
 
 
+def test_the_n_best_are_the_candidates_in_order_the_first_being_the_caption():
+    from vlp.decode import beam_search_n_best
+
+    s = SearchSettings(eos_id=EOS, max_length=5, beam_size=2)
+    (found,) = beam_search_n_best(TableSteps(TABLE), 1, s, 3)
+    # [5] ends at step 2 (0.4 * 0.9), [4, x] at step 3 (0.6 * 0.35, x = 4 or 5, a tie);
+    # the third is the beam that step 3 filled with a token of the table's floor (e^-50).
+    assert found[0].tokens == [5] and found[1].tokens in ([4, 4], [4, 5])
+    assert [h.score for h in found[:2]] == pytest.approx([math.log(0.36), math.log(0.21)])
+    assert found[2].score == pytest.approx(math.log(0.21) - 50)
+    assert found[0] == beam_search(TableSteps(TABLE), 1, s)[0]
+    model, (feats, locs, n) = tiny_model(seed=3), regions()
+    gen = CaptionGenerator(model, SearchSettings(eos_id=EOS, max_length=8, beam_size=3))
+    best = gen.generate_n_best(feats, locs, n, 3)
+    assert [b[0] for b in best] == gen.generate(feats, locs, n)
+    assert all(len(b) == 3 and [h.score for h in b] == sorted((h.score for h in b), reverse=True)
+               for b in best)
+    with pytest.raises(VLPError, match="4 best captions need a beam of at least 4"):
+        gen.generate_n_best(feats, locs, n, 4)
+
+
 def test_min_length_and_ngram_blocking_hold():
     model = tiny_model(seed=5, vocab=12)
     s = SearchSettings(eos_id=EOS, max_length=16, beam_size=3, min_length=6,

@@ -15,16 +15,8 @@ from vlp.quickstart import STAGES
 
 
 @pytest.fixture(scope="module")
-def tiny_job(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart")
-    import io
-    from contextlib import redirect_stdout
-
-    buffer = io.StringIO()
-    start = time.perf_counter()
-    with redirect_stdout(buffer):
-        assert main(["quickstart", "--tiny", "--out", str(out)]) == 0
-    return out, buffer.getvalue(), time.perf_counter() - start
+def tiny_job(tiny_quickstart):
+    return tiny_quickstart  # conftest.py: built once per session, shared with test_serve.py
 
 
 def test_every_stage_reports_a_key_metric(tiny_job):

@@ -78,15 +78,23 @@ class _Regions:
         self.bundle, self.device = bundle, device
 
     def regions(self, image_path: str | Path):
-        """The image's region record (VLPError when it cannot be read)."""
-        import torch
+        """The image file's region record (VLPError when it cannot be read)."""
+        return self.regions_of(self.read(image_path))
 
+    @staticmethod
+    def read(image_path: str | Path) -> np.ndarray:
         from feature_extraction.images import BadImage, decode_rgb
 
         try:
-            pixels = decode_rgb(image_path)
+            return decode_rgb(image_path)
         except BadImage as err:
             raise VLPError(f"{image_path}: {err}") from None
+
+    def regions_of(self, pixels: np.ndarray):
+        """The region record of a uint8 [H, W, 3] image (from decode_rgb or
+        decode_rgb_bytes: the server hands over pixels, never a path)."""
+        import torch
+
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
         return self.extractor([tensor])[0]
 
@@ -130,14 +138,19 @@ class ImageCaptioner(_Regions):
                                   beam_size=beam_size or bundle.beam_size)
         self.generator = CaptionGenerator(self.model, settings)
 
-    def caption(self, image_path: str | Path) -> dict:
+    def caption(self, image_path: str | Path, n_best: int = 1) -> dict:
+        return {"image": str(image_path), **self.caption_pixels(self.read(image_path), n_best)}
+
+    def caption_pixels(self, pixels: np.ndarray, n_best: int = 1) -> dict:
+        """The best caption and its score, the `n_best` best (n_best <= the beam size)
+        with theirs, and the regions used."""
         from vlp.decode.run import caption_text
 
-        record = self.regions(image_path)
+        record = self.regions_of(pixels)
         feats, locs, n = self.inputs(record)
-        hyp = self.generator.generate(feats, locs, n)[0]
-        return {"image": str(image_path), "caption": caption_text(self.tokenizer, hyp.tokens),
-                "score": hyp.score, "regions": self.describe(record, int(n[0]))}
+        hyps = self.generator.generate_n_best(feats, locs, n, n_best)[0]
+        best = [{"caption": caption_text(self.tokenizer, h.tokens), "score": h.score} for h in hyps]
+        return {**best[0], "n_best": best, "regions": self.describe(record, int(n[0]))}
 
 
 class ImageAnswerer(_Regions):
@@ -157,11 +170,15 @@ class ImageAnswerer(_Regions):
         self.vocab = AnswerVocab.load(model_dir / "answer_vocab.json")
 
     def ask(self, image_path: str | Path, question: str, top: int = 3) -> dict:
+        return {"image": str(image_path), **self.ask_pixels(self.read(image_path), question, top)}
+
+    def ask_pixels(self, pixels: np.ndarray, question: str, top: int = 3) -> dict:
+        """The best answer, the `top` best with their probabilities, the regions used."""
         import torch
 
         from vlp.eval.vqa_predict import best_answers
 
-        record = self.regions(image_path)
+        record = self.regions_of(pixels)
         feats, locs, n = self.inputs(record)
         ids = self.tokenizer(question, add_special_tokens=False)["input_ids"][:self.bundle.max_length]
         text = torch.tensor([ids + [self.model.config.sep_token_id]], device=self.device)
@@ -170,8 +187,7 @@ class ImageAnswerer(_Regions):
                                 locs, n, torch.zeros(1, dtype=torch.bool, device=self.device))
             probs = self.model.vqa_logits(hidden, feats.shape[1]).sigmoid()[0]
         values, indices = best_answers(probs, self.vocab, top)
-        return {"image": str(image_path), "question": question,
-                "answer": self.vocab[int(indices[0])],
+        return {"question": question, "answer": self.vocab[int(indices[0])],
                 "candidates": [{"answer": self.vocab[int(i)], "score": round(float(p), 3)}
                                for p, i in zip(values, indices)],
                 "regions": self.describe(record, int(n[0]))}

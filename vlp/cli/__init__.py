@@ -18,7 +18,8 @@ from vlp.errors import VLPError
 # Order is the order shown by `vlp --help`.
 COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint",
             "train_detector", "extract", "merge_stores", "train",
-            "decode", "caption", "ask", "eval_vqa", "score_vqa", "validate_vqa_submission")
+            "decode", "caption", "ask", "serve", "eval_vqa", "score_vqa",
+            "validate_vqa_submission")
 
 
 def build_parser() -> ArgumentParser:

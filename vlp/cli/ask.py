@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlp.cli.args import add_command
+from vlp.cli.args import add_command, int_at_least
 
 
 def register(subparsers) -> None:
@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     p.add_argument("question", metavar="QUESTION", help="the question, quoted")
     p.add_argument("--bundle", required=True,
                    help="directory with bundle.json (the output directory of vlp quickstart)")
+    p.add_argument("--top", type=int_at_least(1), default=3, metavar="K",
+                   help="the K most likely answers, with their probabilities")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true",
                    help="print a JSON object with the top answers and the regions used")
@@ -22,7 +24,8 @@ def run(args) -> int:
 
     from vlp.bundle import ImageAnswerer, load_bundle
 
-    result = ImageAnswerer(load_bundle(args.bundle), args.device).ask(args.image, args.question)
+    answerer = ImageAnswerer(load_bundle(args.bundle), args.device)
+    result = answerer.ask(args.image, args.question, args.top)
     if args.json:
         print(json.dumps(result))
     else:

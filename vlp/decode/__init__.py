@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from vlp.decode.search import (Hypothesis, Samples, SearchSettings, beam_search, caption_log_probs,
-                               greedy, sample)
+from vlp.decode.search import (Hypothesis, Samples, SearchSettings, beam_search,
+                               beam_search_n_best, caption_log_probs, greedy, sample)
+from vlp.errors import VLPError
 from vlp.model.decoding import decoding_steps
 
 
@@ -29,6 +30,15 @@ class CaptionGenerator:
                  mask_lengths=None) -> list[Hypothesis]:
         """The best caption per image (beam search when beam_size > 1, else greedy);
         `mask_lengths` as vlp.model.decoding's (VLP's SCST layout)."""
+        return [best[0] for best in self.generate_n_best(region_features, region_locations,
+                                                         num_regions, 1, mask_lengths)]
+
+    def generate_n_best(self, region_features, region_locations, num_regions, n: int,
+                        mask_lengths=None) -> list[list[Hypothesis]]:
+        """The `n` best captions per image, best first (n <= beam_size; greedy gives one)."""
+        if n > max(self.s.beam_size, 1):
+            raise VLPError(f"{n} best captions need a beam of at least {n} "
+                           f"(beam size {self.s.beam_size})")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -36,8 +46,8 @@ class CaptionGenerator:
                 steps = self._steps(region_features, region_locations, num_regions, mask_lengths)
                 rows = region_features.shape[0]
                 if self.s.beam_size > 1:
-                    return beam_search(steps, rows, self.s)
-                return greedy(steps, rows, self.s)
+                    return beam_search_n_best(steps, rows, self.s, n)
+                return [[hyp] for hyp in greedy(steps, rows, self.s)]
         finally:
             self.model.train(was_training)
 
@@ -52,4 +62,4 @@ class CaptionGenerator:
 
 
 __all__ = ["CaptionGenerator", "Hypothesis", "Samples", "SearchSettings", "beam_search",
-           "caption_log_probs", "greedy", "sample"]
+           "beam_search_n_best", "caption_log_probs", "greedy", "sample"]

@@ -92,6 +92,13 @@ def beam_search(steps, batch: int, s: SearchSettings) -> list[Hypothesis]:
     score penalised by length) and leaves the beam on the next step; search stops for an
     image once all its beams have ended, else at max_length, where every live beam is a
     candidate too. The best penalised candidate wins."""
+    return [best[0] for best in beam_search_n_best(steps, batch, s, 1)]
+
+
+@torch.no_grad()
+def beam_search_n_best(steps, batch: int, s: SearchSettings, n: int) -> list[list[Hypothesis]]:
+    """beam_search's `n` best candidates per image, best first (by the penalised score,
+    ties in the order found); the first is beam_search's caption."""
     k, procs = s.beam_size, s.processors()
     lprobs = _log_probs(steps.step(None))
     device, vocab = lprobs.device, lprobs.shape[-1]
@@ -131,13 +138,15 @@ def beam_search(steps, batch: int, s: SearchSettings) -> list[Hypothesis]:
     rows = live.nonzero().flatten()
     for row, score, seq in zip(rows.tolist(), beam_scores[rows].tolist(), history[rows].tolist()):
         candidates[row // k].append((s.final_score(score, len(seq)), score, seq, False))
+    return [_best(found, n, s.eos_id) for found in candidates]
+
+
+def _best(found: list[tuple[float, float, list[int], bool]], n: int, eos: int) -> list[Hypothesis]:
+    if not found:
+        return [Hypothesis([], float("-inf"), False)]
     out = []
-    for found in candidates:
-        if not found:
-            out.append(Hypothesis([], float("-inf"), False))
-            continue
-        _, score, seq, _ = max(found, key=lambda c: c[0])
-        tokens, finished = _cut(seq, s.eos_id)
+    for _, score, seq, _ in sorted(found, key=lambda c: c[0], reverse=True)[:n]:
+        tokens, finished = _cut(seq, eos)
         out.append(Hypothesis(tokens, score, finished))
     return out
 
