@@ -157,3 +157,41 @@ def test_a_single_process_fsdp_run_equals_a_plain_one(tmp_path):
     assert train_main(train_argv(inputs, tmp_path / "fsdp", *common, "--fsdp")) == 0
     a, b = state(tmp_path / "plain" / "model.1"), state(tmp_path / "fsdp" / "model.1")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _overflow_on_one_rank(rank: int, store_path: str, optimizer: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from vlp.train import optim, precision
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    fully_shard(model[0])
+    fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+    opt = optim.build(optimizer, model, 1e-2, 0.01, 1.0)
+    scaler = precision.grad_scaler("fp16", torch.device("cpu"))
+    before = [p.full_tensor().clone() for p in model.parameters()]
+    scaler.scale(model(torch.randn(3, 4)).sum()).backward()
+    if rank == 1:  # an overflow in this rank's shard only
+        next(model.parameters()).grad.to_local().fill_(float("inf"))
+    scaler.unscale_(opt)
+    scaler.step(opt)
+    scaler.update()
+    after = [p.full_tensor() for p in model.parameters()]
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, after))
+    torch.save({"unchanged": unchanged, "scale": scaler.get_scale()}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "bertadam"])
+def test_an_overflow_in_one_ranks_shard_skips_the_step_on_every_rank(tmp_path, optimizer):
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "result")
+    mp.spawn(_overflow_on_one_rank, args=(str(tmp_path / "store"), optimizer, out), nprocs=2)
+    results = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+    assert all(r["unchanged"] for r in results)
+    assert results[0]["scale"] == results[1]["scale"] == 65536.0 / 2

@@ -157,8 +157,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
                          info.is_main)
     trainer = Trainer(task, wrapped, optimizer,
                       optim.scheduler(optimizer, total, args.warmup_proportion, args.sche_mode),
-                      amp.grad_scaler(precision, device, args.loss_scale, args.fsdp),
-                      precision, device,
+                      amp.grad_scaler(precision, device, args.loss_scale), precision, device,
                       loader, sampler, dataset, settings, info, output_dir, tok_dir, logger,
                       metrics, position, args.seed, say)
     # Each rank's dropout stream is its own; resumed runs restore it from the checkpoint.

@@ -47,17 +47,13 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def grad_scaler(precision: str, device: torch.device, loss_scale: float = 0.0,
-                sharded: bool = False):
+def grad_scaler(precision: str, device: torch.device, loss_scale: float = 0.0):
     """A GradScaler for fp16 (VLP's --loss_scale > 0 sets its starting scale), else a
-    disabled one, so the training step has one shape. `sharded` (--fsdp): one that agrees
-    across ranks on skipping a step, each rank seeing only its shard of the gradients."""
+    disabled one, so the training step has one shape. Under --fsdp the gradients are
+    DTensors, whose overflow check all-reduces its verdict, so every rank skips the same
+    steps (FSDP1's ShardedGradScaler fails on them with the fused optimizers)."""
     enabled = precision == "fp16"
     kwargs = {"init_scale": loss_scale} if loss_scale > 0 else {}
-    if sharded:
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-        return ShardedGradScaler(device.type, enabled=enabled, **kwargs)
     return torch.amp.GradScaler(device.type, enabled=enabled, **kwargs)
 
 
