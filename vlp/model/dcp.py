@@ -120,8 +120,7 @@ def load(state: dict, directory: str | Path, no_dist: bool = False) -> None:
 def read_weights(model: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
     """`model` with the weights of the DCP checkpoint `directory`, gathered from every
     rank's shards by this process alone."""
-    state = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    load(state, directory, no_dist=True)
-    model.load_state_dict(state["model"])
+    # DCP reads into the tensors it is given: the model's own, with no second copy.
+    load({"model": model.state_dict()}, directory, no_dist=True)
     return model
 

@@ -66,18 +66,22 @@ async function captionImage(token) {
 
 function showCaption(result) {
   $("caption").textContent = result.caption;
-  const items = result.n_best.map((c) => {
-    const li = document.createElement("li");
-    const text = document.createElement("span");
-    text.className = "text";
-    text.textContent = c.caption;
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = c.score === null ? "" : `log p ${c.score.toFixed(2)}`;
-    li.append(text, " ", score);
-    return li;
-  });
+  const items = result.n_best.map((c) =>
+    scoredItem(c.caption, c.score === null ? "" : `log p ${c.score.toFixed(2)}`));
   $("n-best").replaceChildren(...items);
+}
+
+// A list item: the text, then (optionally) a bar, then the score.
+function scoredItem(text, score, bar = null) {
+  const li = document.createElement("li");
+  const span = document.createElement("span");
+  span.className = "text";
+  span.textContent = text;
+  const figure = document.createElement("span");
+  figure.className = "score";
+  figure.textContent = score;
+  li.append(span, " ", ...(bar ? [bar, " "] : []), figure);
+  return li;
 }
 
 function drawRegions(regions, width, height) {
@@ -141,19 +145,11 @@ async function askQuestion(event) {
 function showAnswers(result) {
   $("answer").textContent = result.answer;
   const items = result.candidates.map((c) => {
-    const li = document.createElement("li");
-    const text = document.createElement("span");
-    text.className = "text";
-    text.textContent = c.answer;
     const bar = document.createElement("meter");
     bar.min = 0;
     bar.max = 1;
     bar.value = c.score;
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = c.score.toFixed(3);
-    li.append(text, " ", bar, " ", score);
-    return li;
+    return scoredItem(c.answer, c.score.toFixed(3), bar);
   });
   $("answers").replaceChildren(...items);
 }
