@@ -57,7 +57,7 @@ class Probe:
         and one text; the layout is [CLS] regions [SEP] text [SEP]."""
         record = self.store[key]
         features, locations = (torch.from_numpy(a)[None] for a in region_inputs(
-            record, self.regions, box_frequencies=self.model.config.region_box_frequencies))
+            record, self.regions, box_frequencies=self.model.config.region_box_octaves))
         r = features.shape[1]
         ids = self.ids(text) + [self.tokenizer.sep_token_id]
         args = (torch.tensor([ids]), torch.tensor([len(ids)]), features, locations,

@@ -27,6 +27,8 @@ def test_every_stage_reports_a_key_metric(tiny_job):
     assert "40 images" in table and "total" in table
     assert "MLM loss" in table and "unigram baseline" in table and "loader wait" in table
     assert "test (beam 3) CIDEr" in table and "test CIDEr (beam 3)" in table
+    rows = {line.split()[0]: line for line in table.splitlines() if line.strip()}
+    assert "captions fully true" in rows["caption"] and "captions fully true" in rows["scst"]
     assert "test accuracy" in table and "yes/no" in table
     assert (out / "pretrain" / "model.1" / "model.safetensors").is_file()
     assert (out / "caption" / "model.1.test.beam3.results.json").is_file()
@@ -42,11 +44,31 @@ def test_a_second_run_reuses_every_stage(tiny_job, capsys):
     assert again < first_seconds  # no stage retrained
 
 
+TRAINING_STAGES = ("pretrain", "caption", "scst", "vqa")
+
+
+def test_the_job_keeps_each_stages_last_checkpoint_as_weights(tiny_job):
+    import json
+    import re
+
+    out, _, _ = tiny_job
+    for stage in TRAINING_STAGES:
+        run = out / stage
+        kept = sorted(p.name for p in run.iterdir() if re.fullmatch(r"(model|step)\.\d+", p.name))
+        assert kept == ["model.1"], stage  # every stage trains one epoch in --tiny
+        assert json.loads((run / "opt.json").read_text())["keep_checkpoints"] == 1
+        assert (run / "model.1" / "model.safetensors").is_file()
+        assert (run / "model.1" / "trainer_state.json").is_file()
+        assert not (run / "model.1" / "trainer_state.pt").exists(), stage
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert {bundle["caption_model"], bundle["vqa_model"]} == {"scst/model.1", "vqa/model.1"}
+
+
 def test_the_report_has_pictures_captions_and_curves(tiny_job):
     out, _, _ = tiny_job
     page = (out / "report" / "index.html").read_text()
-    for heading in ("Stages", "Caption metrics", "VQA accuracy", "Questions", "Training curves",
-                    "Test images"):
+    for heading in ("Stages", "Caption metrics", "Are the captions true?", "VQA accuracy",
+                    "Questions", "Training curves", "Test images"):
         assert heading in page
     pictures = list((out / "report" / "img").glob("*.png"))
     assert any(p.name == "curves.png" for p in pictures) and len(pictures) >= 3

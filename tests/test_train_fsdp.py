@@ -19,6 +19,7 @@ from vlp.cli import main as vlp_main
 from vlp.cli.decode import main as decode_main
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP
+from vlp.model.checkpoint import TOKENIZER_FILES
 from vlp.model.dcp import DCP_DIR, METADATA, is_dcp
 from vlp.train.log import read_metrics
 from vlp.train.main import main as train_main
@@ -57,6 +58,12 @@ def test_fsdp_on_two_ranks_equals_ddp_on_two_ranks(runs):
     assert "optimizer" not in torch.load(fsdp / "trainer_state.pt", weights_only=True)
     a, b = state(root / "ddp" / "model.2"), state(fsdp)
     assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    # Epoch 1's shards were gathered into weights once epoch 2's checkpoint was complete.
+    older = root / "fsdp" / "model.1"
+    assert (older / "model.safetensors").is_file() and not (older / DCP_DIR).exists()
+    assert not (older / "trainer_state.pt").exists()
+    a, b = state(root / "ddp" / "model.1"), state(older)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
     losses = [r["loss"] for r in read_metrics(root / "fsdp")]
     ddp_losses = [r["loss"] for r in read_metrics(root / "ddp")]
@@ -105,6 +112,22 @@ def test_shards_convert_to_one_directory_that_decodes_as_the_ddp_model(runs, tmp
     assert len({r["caption"] for r in captions["ddp"]}) > 1
 
 
+def test_dropping_the_resume_state_gathers_the_shards_exactly(runs, tmp_path, capsys):
+    from vlp.train.checkpoint import drop_resume_state
+
+    _, root = runs
+    done = tmp_path / "model.2"
+    subprocess.run(["cp", "-r", str(root / "fsdp" / "model.2"), str(done)], check=True)
+    drop_resume_state(done)
+    left = {p.name for p in done.iterdir()} - set(TOKENIZER_FILES)
+    assert left == {"config.json", "model.safetensors", "trainer_state.json"}
+    a, b = state(root / "fsdp" / "model.2"), state(done)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert vlp_main(["convert-checkpoint", str(done), "--from", "dcp", "--out",
+                     str(tmp_path / "out")]) == 2
+    assert "weights are in model.safetensors already" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--fsdp",), "--world_size 1 (checkpoint: 2)"),
     ((), "no --fsdp (checkpoint: with it)"),
@@ -113,24 +136,24 @@ def test_resuming_shards_with_other_ranks_or_without_fsdp_is_refused(runs, tmp_p
                                                                        extra, message):
     inputs, root = runs
     out = tmp_path / "run"
-    (out / "model.1").parent.mkdir()
-    subprocess.run(["cp", "-r", str(root / "fsdp" / "model.1"), str(out / "model.1")], check=True)
+    (out / "model.2").parent.mkdir()
+    subprocess.run(["cp", "-r", str(root / "fsdp" / "model.2"), str(out / "model.2")], check=True)
     assert train_main(train_argv(inputs, out, *EPOCHS, *extra)) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(out / "model.1") in err and message in err
+    assert len(err.splitlines()) == 1 and str(out / "model.2") in err and message in err
 
 
 def test_a_ddp_checkpoint_does_not_resume_under_fsdp(runs, tmp_path, capsys):
     inputs, root = runs
     out = tmp_path / "run"
     out.mkdir()
-    subprocess.run(["cp", "-r", str(root / "ddp" / "model.1"), str(out / "model.1")], check=True)
+    subprocess.run(["cp", "-r", str(root / "ddp" / "model.2"), str(out / "model.2")], check=True)
     argv = with_batch(train_argv(inputs, out, *EPOCHS, "--fsdp"), 4)
     procs = ranks(argv, 2, free_port(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert all(p.returncode == 2 for p in procs)
     last = errors[0].strip().splitlines()[-1]
-    assert str(out / "model.1") in last and "--fsdp (checkpoint: without it)" in last
+    assert str(out / "model.2") in last and "--fsdp (checkpoint: without it)" in last
 
 
 class _Payload:

@@ -126,6 +126,93 @@ def test_kill_9_then_rerun_is_bitwise_an_uninterrupted_run(tmp_path):
     assert not list(killed.glob(".tmp-*"))
 
 
+def resumable(run: Path) -> dict:
+    """Each epoch checkpoint of `run` -> whether it still holds the resume state."""
+    return {p.name: (p / "trainer_state.pt").is_file() for p in sorted(run.glob("model.*"))}
+
+
+def test_only_the_newest_checkpoint_keeps_the_resume_state(inputs, tmp_path):
+    from vlp.model import UnifiedVLP
+
+    out = tmp_path / "run"
+    assert main(train_argv(inputs, out, "--num_train_epochs", "3", "--save_steps", "3")) == 0
+    assert resumable(out) == {"model.1": False, "model.2": False, "model.3": True}
+    assert not list(out.glob("step.*"))  # steps 3, 6, 9, 12: each superseded by an epoch's
+    # The older epochs stay whole models, and say how far the run had come.
+    older = out / "model.1"
+    assert UnifiedVLP.from_pretrained(older).config.region_feature_dim == FEATURE_DIM
+    assert json.loads((older / "trainer_state.json").read_text())["step"] == 4
+    fine = tmp_path / "fine"
+    assert main(train_argv(inputs, fine, "--num_train_epochs", "1",
+                           "--model_recover_path", str(older))) == 0
+    assert resumable(fine) == {"model.1": True}
+
+
+class Crash(Exception):
+    pass
+
+
+def test_keep_checkpoints_keeps_the_newest_and_a_crash_keeps_a_resume_point(
+        inputs, tmp_path, monkeypatch):
+    import os
+
+    from vlp.train import checkpoint
+
+    argv = ("--num_train_epochs", "3", "--keep_checkpoints", "2", "--log_steps", "1",
+            "--deterministic")
+    clean, out = tmp_path / "clean", tmp_path / "run"
+    assert main(train_argv(inputs, clean, *argv)) == 0
+    assert resumable(clean) == {"model.2": False, "model.3": True}
+
+    # Stopped while epoch 2's checkpoint is renamed into place: epoch 1's keeps its state.
+    rename = os.replace
+
+    def stop_at_epoch_2(src, dst):
+        if Path(src).name.startswith(".tmp-model.2"):
+            raise Crash
+        rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", stop_at_epoch_2)
+    with pytest.raises(Crash):
+        main(train_argv(inputs, out, *argv))
+    monkeypatch.undo()
+    assert resumable(out) == {"model.1": True}
+
+    # Stopped once epoch 2's checkpoint is complete, before the older one is retired.
+    def stop(*_):
+        raise Crash
+
+    monkeypatch.setattr(checkpoint, "retire_older", stop)
+    with pytest.raises(Crash):
+        main(train_argv(inputs, out, *argv))
+    monkeypatch.undo()
+    assert resumable(out) == {"model.1": True, "model.2": True}
+
+    assert main(train_argv(inputs, out, *argv)) == 0  # from the newest, model.2
+    assert resumable(out) == {"model.2": False, "model.3": True}
+    assert max_diff(weights(clean, "model.3"), weights(out, "model.3")) == 0.0
+    assert max_diff(weights(clean, "model.2"), weights(out, "model.2")) == 0.0
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 13))
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_a_finished_run_whose_last_checkpoint_is_weights_only(inputs, tmp_path, capsys):
+    from vlp.train.checkpoint import drop_resume_state
+
+    out = tmp_path / "run"
+    assert main(train_argv(inputs, out, "--num_train_epochs", "1")) == 0
+    before = weights(out, "model.1")
+    drop_resume_state(out / "model.1")
+    drop_resume_state(out / "model.1")  # nothing left to drop
+    assert resumable(out) == {"model.1": False}
+    # Started again it has nothing to do; asked for more, it names the way on.
+    assert main(train_argv(inputs, out, "--num_train_epochs", "1")) == 0
+    assert max_diff(before, weights(out, "model.1")) == 0.0 and resumable(out) == {"model.1": False}
+    code, err = run_cli(train_argv(inputs, out, "--num_train_epochs", "2"), capsys)
+    assert code == 2 and "model.1: no trainer_state.pt" in err and "--model_recover_path" in err
+    assert len(err.strip().splitlines()) == 1 and not (out / "model.2").exists()
+
+
 def test_two_ranks_by_hand_equal_one_process_with_the_global_batch(inputs, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(train_argv(inputs, one, "--num_train_epochs", "2")) == 0
@@ -226,6 +313,7 @@ def test_conflicting_flags_are_named(inputs, tmp_path, capsys, extra, message):
 @pytest.mark.parametrize("extra, message", [
     (["--l2r_prob", "0.2"], "unrecognized arguments: --l2r_prob"),
     (["--drop_prob", "1.5"], "--drop_prob: must be between 0 and 1"),
+    (["--keep_checkpoints", "0"], "--keep_checkpoints: must be at least 1, got 0"),
 ])
 def test_unknown_flag_or_bad_value_is_one_line(inputs, tmp_path, extra, message):
     run = subprocess.run(TRAIN + train_argv(inputs, tmp_path / "r", *extra),

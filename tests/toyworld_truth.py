@@ -1,59 +1,21 @@
-"""An independent reading of ToyWorld files, for tests: what is drawn where, and the
-answer each VQA question must have. Written from the file formats alone, so it checks
-the generator rather than repeating it."""
+"""An independent reading of ToyWorld files, for tests: what is drawn where
+(vlp.eval.toyworld_scenes, which reads the file formats alone, not the generator) and the
+answer each VQA question must have."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-SHAPE_WORDS = {"circle": "circle", "disk": "circle", "square": "square", "box": "square",
-               "triangle": "triangle"}
-PLURAL_WORDS = {"circles": "circle", "disks": "circle", "squares": "square",
-                "boxes": "square", "triangles": "triangle"}
-SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small", "large": "large",
-              "big": "large"}
-COLOR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange")
-NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "single": 1}
-
-
-@dataclass(frozen=True)
-class Drawn:
-    shape: str
-    color: str
-    size: str
-    cx: float
-    cy: float
+from vlp.eval.toyworld_scenes import (  # noqa: F401  (the tests import them from here)
+    COLOR_WORDS, NUMBER_WORDS, PLURAL_WORDS, SHAPE_WORDS, SIZE_WORDS, Drawn, drawn_objects,
+    scene_objects,
+)
 
 
 def load_json(path: Path):
     return json.loads(Path(path).read_text())
-
-
-def drawn_objects(root: Path) -> dict[int, list[Drawn]]:
-    """image id -> objects, from the COCO instances files (category 'size color shape')."""
-    out: dict[int, list[Drawn]] = {}
-    for split in ("train", "val"):
-        inst = load_json(root / "annotations" / f"instances_{split}.json")
-        names = {c["id"]: c["name"] for c in inst["categories"]}
-        for im in inst["images"]:
-            out.setdefault(im["id"], [])
-        for a in inst["annotations"]:
-            size, color, shape = names[a["category_id"]].split()
-            assert size == a["size"], (a["id"], size, a["size"])
-            x, y, w, h = a["bbox"]
-            out[a["image_id"]].append(Drawn(shape, color, size, x + w / 2, y + h / 2))
-    return out
-
-
-def scene_objects(root: Path) -> dict[str, list[Drawn]]:
-    """file name -> objects, from scenes_toy.json (both pools; boxes are x1, y1, x2, y2)."""
-    return {s["file_name"]: [Drawn(o["shape"], o["color"], o["size"],
-                                   (o["box"][0] + o["box"][2]) / 2, (o["box"][1] + o["box"][3]) / 2)
-                             for o in s["objects"]]
-            for s in load_json(root / "annotations" / "scenes_toy.json")}
 
 
 def matching(objects: list[Drawn], words: list[str]) -> list[Drawn]:

@@ -105,7 +105,7 @@ class _Regions:
         from vlp.data.region_text import region_inputs
 
         feats, locs = region_inputs(record, self.bundle.regions,
-                                    box_frequencies=self.model.config.region_box_frequencies)
+                                    box_frequencies=self.model.config.region_box_octaves)
         return (torch.from_numpy(feats)[None].to(self.device),
                 torch.from_numpy(locs)[None].to(self.device),
                 torch.tensor([len(feats)], device=self.device))

@@ -70,17 +70,27 @@ TOY_REGIONS = 12
 BF16_MIN_SPEEDUP = 1.5
 
 
-def choose_precision(out: Path) -> dict:
-    """bf16 or fp32 for every training stage, from a matrix product timed in both on this
-    CPU; kept in OUT/precision.json so a resumed job trains as it started."""
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def choose_precision(out: Path, precision: str = "auto") -> dict:
+    """bf16 or fp32 for every training stage: `precision`, or with "auto" the faster from
+    a matrix product timed in both on this CPU; kept in OUT/precision.json so a resumed
+    job trains as it started."""
     from vlp.train.precision import cpu_bf16_speedup
 
     path = out / "precision.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        choice = json.loads(path.read_text())
+        if precision not in ("auto", choice["precision"]):
+            raise VLPError(f"--precision {precision}: {out} was started in "
+                           f"{choice['precision']} ({path}); use another --out")
+        return choice
     speedup = cpu_bf16_speedup()
-    choice = {"precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
-              "bf16_speedup": round(speedup, 2)}
+    chosen = precision if precision != "auto" else (
+        "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32")
+    choice = {"precision": chosen, "bf16_speedup": round(speedup, 2),
+              "forced": precision != "auto"}
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(choice) + "\n")
     return choice
@@ -97,6 +107,15 @@ def speed_flags(choice: dict) -> list[str]:
     and the recipe's flags every training stage shares."""
     return ((["--bf16"] if choice["precision"] == "bf16" else []) + ["--num_workers", "1"]
             + RECIPE_FLAGS)
+
+
+def weights_only(checkpoint: Path) -> None:
+    """A training stage's last checkpoint without its optimizer state: later stages and
+    the bundle read only its weights, and a finished stage is never continued (run again,
+    it trains nothing), so the state would only take space (twice the weights)."""
+    from vlp.train.checkpoint import drop_resume_state
+
+    drop_resume_state(checkpoint)
 
 
 def pretrain_stage(ctx: Context) -> str:
@@ -118,9 +137,10 @@ def pretrain_stage(ctx: Context) -> str:
             "--bi_prob", "0.25", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", "20",
             "--learning_rate", "2e-4", "--warmup_proportion", "0.1",
             "--train_batch_size", batch, "--num_train_epochs", epochs, *ctx.speed,
-            "--log_steps", "5" if not ctx.tiny else "1"]
+            "--log_steps", "5" if not ctx.tiny else "1", "--keep_checkpoints", "1"]
     args = check(build_parser().parse_args(argv))
     result = train(args)
+    weights_only(out / f"model.{epochs}")
     rows = read_metrics(out)
     last = [r["loss"] for r in rows[-3:]]
     final_loss = sum(last) / len(last) if last else float("nan")
@@ -153,20 +173,24 @@ def caption_stage(ctx: Context) -> str:
             "--s2s_prob", "1", "--bi_prob", "0", "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "3e-4", "--warmup_proportion", "0.1",
             "--train_batch_size", batch, "--num_train_epochs", epochs, *ctx.speed,
-            "--log_steps", "5" if not ctx.tiny else "1"]
+            "--log_steps", "5" if not ctx.tiny else "1", "--keep_checkpoints", "1"]
     train(check(build_parser().parse_args(argv)))
+    weights_only(out / f"model.{epochs}")
     checkpoint = out / f"model.{epochs}"
     metrics = decode_test(ctx, checkpoint)
     ctx.results["caption"] = {"checkpoint": str(checkpoint), "metrics": metrics}
     shown = [k for k in ("CIDEr", "METEOR", "ROUGE_L") if k in metrics]
     return ("test (beam 3) " + ", ".join(f"{k} {metrics[k]:.3f}" for k in shown)
-            + f"; image worth {metrics['grounding']['gain']:.2f} nats/token")
+            + f"; image worth {metrics['grounding']['gain']:.2f} nats/token"
+            + f"; captions fully true {100 * metrics['truth']['fully_true']:.1f}%")
 
 
 def decode_test(ctx: Context, checkpoint: Path) -> dict:
     """Beam-3 captions of ToyWorld's test split and their coco-caption metrics, with the
-    test references' grounding figures under "grounding"."""
+    test references' grounding figures under "grounding" and how true the captions are
+    of the scenes drawn under "truth" (vlp.eval.caption_truth)."""
     from vlp.cli.decode import main as decode_main
+    from vlp.eval.caption_truth import check_results
 
     src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
     metrics_file = checkpoint.parent / f"{checkpoint.name}.test.beam3.metrics.json"
@@ -179,8 +203,11 @@ def decode_test(ctx: Context, checkpoint: Path) -> dict:
     done = metrics_file.is_file() and grounding_file.is_file()
     if not done and decode_main(argv) != 0:
         raise VLPError(f"decoding the ToyWorld test split with {checkpoint} failed")
-    return {**json.loads(metrics_file.read_text()),
-            "grounding": json.loads(grounding_file.read_text())}
+    metrics = json.loads(metrics_file.read_text())
+    if "truth" not in metrics:  # decoded before `vlp decode` checked ToyWorld captions
+        results = checkpoint.parent / f"{checkpoint.name}.test.beam3.results.json"
+        metrics["truth"] = check_results(json.loads(results.read_text()), src).as_dict()
+    return {**metrics, "grounding": json.loads(grounding_file.read_text())}
 
 
 def scst_stage(ctx: Context) -> str:
@@ -203,14 +230,18 @@ def scst_stage(ctx: Context) -> str:
             "--mask_prob", "0", "--max_pred", "0", "--learning_rate", "5e-6",
             "--warmup_proportion", "0", "--train_batch_size", batch,
             "--num_train_epochs", epochs, *ctx.speed,
-            "--log_steps", "5" if not ctx.tiny else "1"]
+            "--log_steps", "5" if not ctx.tiny else "1", "--keep_checkpoints", "1"]
     train(check(build_parser().parse_args(argv)))
+    weights_only(out / f"model.{epochs}")
     checkpoint = out / f"model.{epochs}"
     metrics = decode_test(ctx, checkpoint)
     before = ctx.results["caption"]["metrics"]["CIDEr"]
     ctx.results["scst"] = {"checkpoint": str(checkpoint), "metrics": metrics, "before": before}
     change = 100 * (metrics["CIDEr"] - before) / max(abs(before), 1e-9)
-    return f"test CIDEr (beam 3) {before:.3f} -> {metrics['CIDEr']:.3f} ({change:+.1f}%)"
+    true_before = ctx.results["caption"]["metrics"]["truth"]["fully_true"]
+    return (f"test CIDEr (beam 3) {before:.3f} -> {metrics['CIDEr']:.3f} ({change:+.1f}%); "
+            f"captions fully true {100 * true_before:.1f}% -> "
+            f"{100 * metrics['truth']['fully_true']:.1f}%")
 
 
 def unigram_baseline(args, ctx: Context) -> float:
@@ -247,8 +278,9 @@ def vqa_stage(ctx: Context) -> str:
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
             "--drop_prob", "0", "--max_pred", "0", "--train_batch_size", batch,
             "--num_train_epochs", epochs,
-            *ctx.speed, "--log_steps", "5" if not ctx.tiny else "1"]
+            *ctx.speed, "--log_steps", "5" if not ctx.tiny else "1", "--keep_checkpoints", "1"]
     train(check(build_parser().parse_args(argv)))
+    weights_only(out / f"model.{epochs}")
     checkpoint = out / f"model.{epochs}"
     metrics_file = out / f"{checkpoint.name}.test.vqa_metrics.json"
     eval_argv = ["--model_recover_path", str(checkpoint),
@@ -311,10 +343,10 @@ STAGES = (Stage("toyworld", toyworld_stage), Stage("detector", detector_stage),
           Stage("report", report_stage))
 
 
-def run(out: str | Path, tiny: bool = False, stages=STAGES) -> Context:
+def run(out: str | Path, tiny: bool = False, stages=STAGES, precision: str = "auto") -> Context:
     """Run every stage; the context holds their results and (stage, s, metric) rows."""
     ctx = Context(Path(out), tiny)
-    ctx.results["precision"] = choose_precision(ctx.out)
+    ctx.results["precision"] = choose_precision(ctx.out, precision)
     ctx.speed = speed_flags(ctx.results["precision"])
     for stage in stages:
         start = time.perf_counter()

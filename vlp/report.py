@@ -99,6 +99,29 @@ def _results_file(checkpoint: str | None) -> str | None:
     return str(ckpt.parent / f"{ckpt.name}.test.beam3.results.json")
 
 
+def _truth_section(results: dict) -> str:
+    """How true the captions are of the scenes drawn (vlp.eval.caption_truth)."""
+    kinds = ("colour", "shape", "size", "count", "relation", "place")
+    rows = []
+    for stage in ("caption", "scst"):
+        truth = (results.get(stage, {}).get("metrics") or {}).get("truth")
+        if truth:
+            by_kind = truth["by_kind"]
+            rows.append([stage, f"{100 * truth['fully_true']:.1f}%"]
+                        + [_share(by_kind.get(k, {})) for k in kinds]
+                        + [by_kind.get("incomplete", {}).get("claims", 0),
+                           f"{truth['mentioned']:.2f} / {truth['drawn']:.2f}"])
+    if not rows:
+        return ""
+    return ("<h2>Are the captions true? (test split, beam 3; claims checked against the "
+            "shapes drawn)</h2>" + _table(["model", "fully true"] + [f"{k} true" for k in kinds]
+                                          + ["cut off", "objects named / drawn"], rows))
+
+
+def _share(kind: dict) -> str:
+    return "-" if kind.get("share") is None else f"{100 * kind['share']:.0f}% of {kind['claims']}"
+
+
 def _vqa_section(results: dict) -> str:
     vqa = results.get("vqa")
     if not vqa or not vqa.get("examples"):
@@ -129,6 +152,7 @@ def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, st
         parts.append("<h2>Caption metrics (test split, beam 3)</h2>" + _table(
             ["model", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE",
              "image worth (nats/token)"], metric_rows))
+    parts.append(_truth_section(results))
     vqa = results.get("vqa", {}).get("metrics")
     if vqa:
         per_type = sorted(vqa["perAnswerType"].items())

@@ -85,6 +85,10 @@ def _from_dcp(path, out) -> int:
     from vlp.model.checkpoint import save_pretrained
     from vlp.model.unified import UnifiedVLP
 
+    if not dcp.is_dcp(path) and (path / "model.safetensors").is_file():
+        # An older epoch of an --fsdp run: its shards were gathered once a newer one existed.
+        raise VLPError(f"{path}: no {dcp.DCP_DIR}/ shards, its weights are in model.safetensors "
+                       "already; use the directory as it is")
     if not dcp.is_dcp(path):
         raise VLPError(f"{path}: no {dcp.DCP_DIR}/{dcp.METADATA}; not a checkpoint written "
                        "by vlp train --fsdp")

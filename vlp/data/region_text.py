@@ -79,15 +79,16 @@ def truncate(ids: np.ndarray, max_len: int, tail_only: bool, rng: np.random.Gene
 
 
 def region_inputs(record, regions: int, box_norm: str = "auto",
-                  box_frequencies: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  box_frequencies: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first `regions` regions of a record: features [n, D] and locations, float32:
-    the box+class vectors [n, C + 6], followed by the box's sine/cosine features when
-    `box_frequencies` (the model's region_box_frequencies) is not 0."""
+    the box+class vectors [n, C + 6], followed by the box's centre and size with their
+    sine/cosine features at `box_frequencies` octaves unless that is None (the model
+    config's region_box_octaves)."""
     n = min(record.num_regions, regions)
     if box_norm == "auto":
         box_norm = "image" if record.has_image_size else "lazy"
     locations = box_class_vector(record, box_norm)
-    if box_frequencies:
+    if box_frequencies is not None:
         locations = np.concatenate([locations, box_sinusoids(record, box_frequencies, box_norm)], 1)
     return np.asarray(record.features[:n], dtype=np.float32), locations[:n]
 
@@ -112,7 +113,7 @@ class RegionImages(Dataset):
     """Image i's regions, for decoding: {"key", "index", "features", "locations"}."""
 
     def __init__(self, image_keys: list[str], store, regions: int, box_norm: str = "auto",
-                 box_frequencies: int = 0):
+                 box_frequencies: int | None = None):
         self.image_keys, self.store, self.regions, self.box_norm = image_keys, store, regions, box_norm
         self.box_frequencies = box_frequencies
 
@@ -133,7 +134,7 @@ class RegionTextDataset(Dataset):
 
     def __init__(self, tokens: TokenizedTexts, image_keys: Sequence[str], store, regions: int,
                  text: TextSettings, box_norm: str = "auto",
-                 targets: Sequence[dict[int, float]] | None = None, box_frequencies: int = 0,
+                 targets: Sequence[dict[int, float]] | None = None, box_frequencies: int | None = None,
                  vis_mask_prob: float = 0.0):
         if len(tokens) != len(image_keys) or (targets is not None and len(targets) != len(tokens)):
             raise ValueError("one image key (and target) per tokenized text")

@@ -142,7 +142,7 @@ def caption_images(generator, images, store, args, device, tokenizer) -> list[di
     from vlp.train.precision import autocast, choose
 
     dataset = RegionImages([i.image_key for i in images], store, args.len_vis_input, args.box_norm,
-                           generator.model.config.region_box_frequencies)
+                           generator.model.config.region_box_octaves)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=_as_list)
     precision = choose(False, args.fp16, device)
@@ -176,16 +176,35 @@ def write_outputs(args, checkpoint: Path, results: list[dict]) -> dict:
     stem = f"{checkpoint_name(checkpoint)}.{args.split}.beam{args.beam_size}"
     results_path = out_dir / f"{stem}.results.json"
     results_path.write_text(json.dumps(results, ensure_ascii=False) + "\n")
-    metrics = None
+    metrics = truth = None
     if not args.no_eval:
         metrics = score(results_path, args)
+        truth = score_truth(results, args, out_dir / f"{stem}.truth.json")
+        if truth is not None:
+            metrics = {**(metrics or {}), "truth": truth.as_dict()}
         if metrics is not None:
             (out_dir / f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"{checkpoint}: {len(results)} captions -> {results_path}")
     if metrics:
         print("  " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()
                                if isinstance(v, (int, float))))
+    if truth is not None:
+        print(f"  {truth.summary()} (per caption: {out_dir / f'{stem}.truth.json'})")
     return {"checkpoint": str(checkpoint), "results": str(results_path), "metrics": metrics}
+
+
+def score_truth(results: list[dict], args, path: Path):
+    """On ToyWorld (its scenes file beside --src_file): every claim of each caption checked
+    against the shapes drawn (vlp.eval.caption_truth), each caption's verdict written to
+    `path`; None for other datasets."""
+    from vlp.eval.caption_truth import check_results
+    from vlp.eval.toyworld_scenes import scenes_file
+
+    if scenes_file(args.src_file) is None:
+        return None
+    report = check_results(results, args.src_file, args.dataset)
+    path.write_text(json.dumps(report.as_dict(verdicts=True), indent=1) + "\n")
+    return report
 
 
 def score(results_path: Path, args) -> dict | None:

@@ -1,2 +1,2 @@
-"""Evaluation: the official VQA accuracy, answer normalisation and vocabulary, and
-leaderboard submission files."""
+"""Evaluation: the official VQA accuracy, answer normalisation and vocabulary,
+leaderboard submission files, caption grounding and ToyWorld caption truth."""

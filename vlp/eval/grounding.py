@@ -71,7 +71,7 @@ def score_references(model, captions: list[Caption], store, tokenizer, regions: 
     other = other_images([c.image_key for c in captions])
     pieces = tokenize(tokenizer, [c.text for c in captions])
     sep, pad = model.config.sep_token_id, model.config.pad_token_id
-    box_frequencies = model.config.region_box_frequencies
+    box_frequencies = model.config.region_box_octaves
     was_training = model.training
     model.eval()
     sums, tokens, truncated = {"own": 0.0, "other": 0.0}, 0, 0

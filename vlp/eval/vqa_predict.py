@@ -93,7 +93,7 @@ def evaluate_checkpoint(path: Path, args, examples, keys, store, device) -> dict
     text = TextSettings(sep_id=model.config.sep_token_id, vocab_size=model.config.vocab_size,
                         max_len_b=args.max_len_b, always_truncate_tail=True, max_pred=1)
     dataset = RegionTextDataset(tokens, keys, store, args.len_vis_input, text, args.box_norm,
-                                box_frequencies=model.config.region_box_frequencies)
+                                box_frequencies=model.config.region_box_octaves)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=collate)
     predictions = predict(model, loader, vocab, examples, device, not args.no_progress)

@@ -30,6 +30,10 @@ MAX_BOX_FREQUENCIES = 16
 
 NEW_LAYER_INITS = ("torch", "bert")
 
+# How a region slot takes in where its box is: "vlp", VLP's box+class vector summed with the
+# feature MLP; "normed", that sum and a box embedding each layer-normalised on its own.
+REGION_LOCATIONS = ("vlp", "normed")
+
 
 @dataclass
 class VLPConfig:
@@ -60,6 +64,11 @@ class VLPConfig:
     # Linear -> ReLU of their own into the region slot; 0 (VLP) gives the slot only the
     # box+class vector.
     region_box_frequencies: int = 0
+    # "vlp": the box+class vector and the box sines/cosines' layer (if any) are summed with
+    # the feature MLP. "normed": the box's centre and size (with their sines/cosines at
+    # region_box_frequencies octaves) -> Linear -> LayerNorm, added to LayerNorm(feature
+    # MLP + box+class vector), so the box weighs as much as what the region shows.
+    region_location: str = "vlp"
     # Answer classes of the VQA head on [CLS] * first [SEP]; 0 = no VQA head.
     vqa_answers: int = 0
     # VLP's --relax_projection: the masked-LM head's transform has this many projections
@@ -96,7 +105,13 @@ class VLPConfig:
         """Width of the box's sine/cosine features (0 without them): centre x, y, width
         and height, then sin and cos of each at 2^k * pi for k < region_box_frequencies."""
         f = self.region_box_frequencies
-        return 4 * (1 + 2 * f) if f else 0
+        return 4 * (1 + 2 * f) if f or self.region_location == "normed" else 0
+
+    @property
+    def region_box_octaves(self) -> int | None:
+        """What the data side appends to each region's box+class vector: None, nothing;
+        F, the box's centre and size with their sines/cosines at F octaves."""
+        return self.region_box_frequencies if self.region_box_dim else None
 
     @property
     def region_input_dim(self) -> int:
@@ -142,6 +157,9 @@ class VLPConfig:
             raise VLPError(f"model config: relax_projection {self.relax_projection} has no "
                            f"projection for task index {max(RELAX_TASK_INDEX.values())} "
                            "(seq2seq); VLP used 4")
+        if self.region_location not in REGION_LOCATIONS:
+            raise VLPError(f"model config: region_location {self.region_location!r} is not one "
+                           f"of {', '.join(REGION_LOCATIONS)}")
         if not 0 <= self.region_box_frequencies <= MAX_BOX_FREQUENCIES:
             raise VLPError(f"model config: region_box_frequencies must be between 0 and "
                            f"{MAX_BOX_FREQUENCIES}, got {self.region_box_frequencies}")

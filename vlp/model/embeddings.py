@@ -43,7 +43,12 @@ class RegionEmbedding(nn.Module):
     Dropout, plus box+class vector (C+6) -> Linear -> ReLU -> Dropout. The sum takes the
     place of a word's word + position embedding. A model with region_box_frequencies adds
     a third term: the box's sine/cosine features (the locations' last region_box_dim
-    columns) -> Linear -> ReLU -> Dropout."""
+    columns) -> Linear -> ReLU -> Dropout.
+
+    With region_location "normed" the sum of the first two is layer-normalised, and the box
+    columns (centre, size and their sines/cosines) -> Linear -> LayerNorm are added to it:
+    in VLP's vector the box is 6 of C+6 numbers and adds little to the slot, here it
+    weighs as much as what the region shows."""
 
     def __init__(self, config: VLPConfig):
         super().__init__()
@@ -54,24 +59,32 @@ class RegionEmbedding(nn.Module):
         self.location = nn.Sequential(nn.Linear(config.region_loc_dim, h), nn.ReLU(),
                                       Dropout(p))
         self.loc_dim = config.region_loc_dim
-        self.box = None
-        if config.region_box_dim:
+        self.box = self.what_norm = None
+        if config.region_location == "normed":
+            eps = config.layer_norm_eps
+            self.what_norm = nn.LayerNorm(h, eps=eps)
+            self.box = nn.Sequential(nn.Linear(config.region_box_dim, h), nn.LayerNorm(h, eps=eps))
+        elif config.region_box_dim:
             self.box = nn.Sequential(nn.Linear(config.region_box_dim, h), nn.ReLU(), Dropout(p))
 
     def forward(self, features: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
-        if self.box is None:
-            return self.feature(features) + self.location(locations)
-        return (self.feature(features) + self.location(locations[..., :self.loc_dim])
-                + self.box(locations[..., self.loc_dim:]))
+        what, where = self.parts(features, locations)
+        return what + where
 
     def parts(self, features: torch.Tensor, locations: torch.Tensor):
         """The two terms of the slot apart: the feature embedding and the location
         embedding (with the box sines/cosines' term, when the model has them), VLP's
-        vis_feats and vis_pe, which its masked-region loss compares."""
+        vis_feats and vis_pe, which its masked-region loss compares. With region_location
+        "normed": what the region shows (feature and box+class vector, normalised) and
+        where its box is."""
         if self.box is None:
             return self.feature(features), self.location(locations)
-        return (self.feature(features), self.location(locations[..., :self.loc_dim])
-                + self.box(locations[..., self.loc_dim:]))
+        box = self.box(locations[..., self.loc_dim:])
+        what = self.feature(features)
+        located = self.location(locations[..., :self.loc_dim])
+        if self.what_norm is not None:
+            return self.what_norm(what + located), box
+        return what, located + box
 
     @torch.no_grad()
     def init_from_fc7(self, weight: torch.Tensor, bias: torch.Tensor) -> None:

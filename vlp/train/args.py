@@ -8,7 +8,7 @@ from pathlib import Path
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
 from vlp.flags import ArgumentParser, add_accepted_flags, int_at_least, probability
-from vlp.model.config import NEW_LAYER_INITS
+from vlp.model.config import NEW_LAYER_INITS, REGION_LOCATIONS
 from vlp.model.load import resolve
 from vlp.train.optim import OPTIMIZERS
 
@@ -83,6 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="give region slots sine/cosine features of the box at this many "
                         "octaves (0: VLP's box+class vector only; default: the checkpoint's, "
                         "0 for a new model); a checkpoint without them gets a fresh layer")
+    g.add_argument("--region_location", choices=REGION_LOCATIONS, default=None,
+                   help="how region slots take in their box: vlp (VLP's box+class vector in "
+                        "the slot's sum), normed (the box's centre and size through a layer "
+                        "and LayerNorm of its own, added to the normalised feature and "
+                        "box+class sum); default: the checkpoint's, vlp for a new model")
     g.add_argument("--region_fc7", default=None, metavar="DIR",
                    help="start the first region layer from the BUTD detector's fc7 "
                    "(VLP's detectron_weights/ with fc7_w.pkl and fc7_b.pkl), as VLP did for "
@@ -196,6 +201,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--save_steps", type=int_at_least(0), default=0,
                    help="also checkpoint every N optimizer steps (0: epochs only)")
     m.add_argument("--keep_step_checkpoints", type=int_at_least(1), default=2)
+    m.add_argument("--keep_checkpoints", type=int_at_least(1), default=None,
+                   help="keep only the newest N epoch checkpoints (default: every one, as "
+                   "VLP); older ones are removed once the new one is complete")
     m.add_argument("--max_steps", type=int_at_least(0), default=0,
                    help="stop after N optimizer steps (0: run all epochs); also sets the "
                    "schedule's length")

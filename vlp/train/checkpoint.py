@@ -9,6 +9,10 @@ scheduler, scaler, every rank's RNG states) and `trainer_state.json` (step, epoc
 position, the run's shape). A checkpoint is written to a temporary directory and renamed,
 so one that exists is complete. `trainer_state.pt` is read with weights_only=True: plain
 tensors and containers, never code.
+
+A run continues only from its newest checkpoint, so once an epoch checkpoint is complete
+the older ones keep only their weights (drop_resume_state), the step checkpoints it
+supersedes go, and so do epoch checkpoints beyond the newest `keep_epochs` when that is set.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import numpy as np
 import torch
 
 from vlp.errors import VLPError
+from vlp.model import dcp
+from vlp.model.checkpoint import WEIGHTS_NAME
 
 STATE_PT = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
@@ -89,11 +95,13 @@ def staging(directory: Path) -> Path:
 
 
 def save(directory: Path, model, tokenizer_dir, training: dict, position: Position,
-         run_shape: dict, keep_steps: int = 2, extra_files=(), staged: bool = False) -> Path:
+         run_shape: dict, keep_steps: int = 2, extra_files=(), staged: bool = False,
+         keep_epochs: int | None = None) -> Path:
     """Write checkpoint `directory` atomically (call on the main rank only), with copies
     of `extra_files` (a VQA answer vocabulary); then drop step checkpoints beyond the
-    newest `keep_steps`. `staged`: the ranks have already written the weights as DCP
-    shards into staging(directory), which this completes."""
+    newest `keep_steps` and, after an epoch checkpoint, retire the older ones (see
+    retire_older). `staged`: the ranks have already written the weights as DCP shards
+    into staging(directory), which this completes."""
     directory = Path(directory)
     tmp = staging(directory) if staged else \
         directory.parent / f".tmp-{directory.name}-{os.getpid()}"
@@ -108,14 +116,66 @@ def save(directory: Path, model, tokenizer_dir, training: dict, position: Positi
         shutil.rmtree(directory)
     os.replace(tmp, directory)
     prune_steps(directory.parent, keep_steps)
+    if directory.name.startswith("model."):
+        retire_older(directory, position.step, keep_epochs)
     return directory
+
+
+def retire_older(directory: Path, step: int, keep_epochs: int | None = None) -> None:
+    """After epoch checkpoint `directory` (at optimizer step `step`) is complete, nothing
+    older can be continued from: step checkpoints up to `step` are removed, older epoch
+    checkpoints keep their weights without the resume state, and epoch checkpoints beyond
+    the newest `keep_epochs` (None: all) are removed."""
+    directory = Path(directory)
+    epoch = int(_NAME.match(directory.name).group(2))
+    older = []
+    for p in directory.parent.iterdir():
+        m = _NAME.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        if m.group(1) == "step" and int(m.group(2)) <= step:
+            _remove(p)
+        elif m.group(1) == "model" and int(m.group(2)) < epoch:
+            older.append((int(m.group(2)), p))
+    older.sort()
+    removed = len(older) + 1 - keep_epochs if keep_epochs else 0
+    for i, (_, p) in enumerate(older):
+        if i < removed:
+            _remove(p)
+        else:
+            drop_resume_state(p)
+
+
+def _remove(path: Path) -> None:
+    # Renamed first: a half-removed checkpoint would stop newest() from reading the run;
+    # a .tmp-* directory left by a crash here goes at the next start (clean_partial).
+    gone = path.parent / f".tmp-removed-{path.name}"
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def drop_resume_state(directory: Path) -> None:
+    """Keep checkpoint `directory` as weights only: remove trainer_state.pt (optimizer,
+    scheduler, scaler, RNG states) and, where `vlp train --fsdp` wrote DCP shards (which
+    hold the optimizer state too), gather the weights into model.safetensors first and
+    then remove the shards. trainer_state.json stays (how far the run had come). What
+    is left loads as weights (`from_pretrained`, --model_recover_path) and is no longer
+    continued by a rerun. Repeating it after an interruption finishes the job."""
+    directory = Path(directory)
+    if dcp.is_dcp(directory) and not (directory / WEIGHTS_NAME).is_file():
+        from vlp.model import UnifiedVLP
+
+        UnifiedVLP.from_pretrained(directory).save_pretrained(directory)
+    (directory / STATE_PT).unlink(missing_ok=True)
+    shutil.rmtree(directory / dcp.DCP_DIR, ignore_errors=True)
 
 
 def prune_steps(output_dir: Path, keep: int) -> None:
     steps = sorted((int(m.group(2)), p) for p in Path(output_dir).iterdir()
                    if (m := _NAME.match(p.name)) and m.group(1) == "step")
     for _, path in steps[:max(len(steps) - keep, 0)]:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
 
 
 def clean_partial(output_dir: Path) -> None:
@@ -156,7 +216,9 @@ def newest(output_dir: Path) -> Path | None:
 def load_training(directory: Path) -> dict:
     path = Path(directory) / STATE_PT
     if not path.is_file():
-        raise VLPError(f"{directory}: no {STATE_PT}; not a training checkpoint")
+        raise VLPError(f"{directory}: no {STATE_PT}, so the run cannot go on from it (a "
+                       "checkpoint keeps it only while it is its run's newest); start from "
+                       "its weights with --model_recover_path and another --output_dir")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:

@@ -32,6 +32,7 @@ class LoopSettings:
     run_shape: dict
     extra_files: list = field(default_factory=list)  # copied into every checkpoint
     fsdp: bool = False         # `wrapped` is sharded (--fsdp): DCP checkpoints
+    keep_epochs: int | None = None  # epoch checkpoints kept (None: every one, as VLP)
 
 
 class NonFiniteLoss(VLPError):
@@ -203,7 +204,7 @@ class Trainer:
         if self.info.is_main:
             checkpoint.save(directory, self.task.model, self.tokenizer_dir, state, self.pos,
                             self.s.run_shape, self.s.keep_steps, self.s.extra_files,
-                            staged=self.s.fsdp)
+                            staged=self.s.fsdp, keep_epochs=self.s.keep_epochs)
             self.logger.info("saved %s", directory)
         distributed.barrier()
 

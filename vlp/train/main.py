@@ -78,7 +78,9 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     if resume is not None:
         position, saved_shape = checkpoint.read_position(resume)
         checkpoint.check_shape(resume, saved_shape, run_shape)
-        training = checkpoint.load_training(resume)
+        # A finished run has nothing to continue: its checkpoint may be weights only.
+        if not _finished(args, position):
+            training = checkpoint.load_training(resume)
         say(f"resuming from {resume} (step {position.step}, epoch {position.epoch})")
 
     store = open_features(args)
@@ -152,7 +154,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         save_steps=args.save_steps,
         keep_steps=args.keep_step_checkpoints, log_steps=args.log_steps,
         skip_nonfinite=args.skip_nonfinite, progress=not args.no_progress, run_shape=run_shape,
-        extra_files=extra_files, fsdp=args.fsdp)
+        extra_files=extra_files, fsdp=args.fsdp, keep_epochs=args.keep_checkpoints)
     metrics = MetricsLog(output_dir, Path(args.log_dir) if args.log_dir else output_dir / "tb",
                          info.is_main)
     trainer = Trainer(task, wrapped, optimizer,
@@ -170,6 +172,13 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
         f"precision {precision}; device {device}" + ("; FSDP" if args.fsdp else ""))
     return trainer
+
+
+def _finished(args, position: checkpoint.Position) -> bool:
+    """Whether a run at `position` has no step left (Trainer.finished, from the flags)."""
+    if args.max_steps and position.step >= args.max_steps:
+        return True
+    return position.epoch > args.num_train_epochs
 
 
 def build_task(args, model, tokenizer, references, output_dir: Path, info):

@@ -92,7 +92,7 @@ def build_dataset(args, tokens, captions, store, config, targets=None) -> Region
         targets = SoftTargets.of(targets).mapped(cache, "targets")
     return RegionTextDataset(tokens, keys, store,
                              args.len_vis_input, text, args.box_norm, targets,
-                             config.region_box_frequencies, args.vis_mask_prob)
+                             config.region_box_octaves, args.vis_mask_prob)
 
 
 def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
@@ -120,8 +120,8 @@ def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:
         start_from_fc7(model, fc7, "--region_fc7" if args.region_fc7 else "--enable_butd")
     model.config = model.config.replace(**objective, new_layer_init=args.new_layer_init)
     model = apply_model_flags(model, args, resume_dir, source)
-    if args.box_frequencies is not None:
-        model = with_box_frequencies(model, args.box_frequencies, resume_dir, source)
+    model = with_region_input(model, args.box_frequencies, args.region_location, resume_dir,
+                              source)
     if args.drop_prob is not None:
         model.set_dropout(args.drop_prob)
     check_fit(model.config, dims, args, source)
@@ -162,18 +162,27 @@ def start_from_fc7(model: UnifiedVLP, directory: str, flag: str = "--region_fc7"
         raise VLPError(f"{flag} {directory}: {err}") from None
 
 
-def with_box_frequencies(model: UnifiedVLP, frequencies: int, resume_dir: Path | None,
-                         source: Path | None) -> UnifiedVLP:
-    """`model` with region_box_frequencies set: a model without box sines/cosines gets a
-    freshly initialised layer for them; other weights are kept as they are."""
-    have = model.config.region_box_frequencies
-    if frequencies == have:
+def with_region_input(model: UnifiedVLP, frequencies: int | None, location: str | None,
+                      resume_dir: Path | None, source: Path | None) -> UnifiedVLP:
+    """`model` with --box_frequencies and --region_location applied (None: the model's
+    own). A model with VLP's region input and no box sines/cosines gets fresh layers for
+    what is asked; every other weight is kept. Any other change is refused."""
+    have = model.config
+    want = dict(region_box_frequencies=have.region_box_frequencies if frequencies is None
+                else frequencies,
+                region_location=location or have.region_location)
+    if all(getattr(have, k) == v for k, v in want.items()):
         return model
-    if have or resume_dir is not None:
-        raise VLPError(f"--box_frequencies {frequencies}: the model of {source} was trained "
-                       f"with region_box_frequencies {have}; use that, or start from a "
-                       "checkpoint without box sines/cosines")
-    return model.grown(region_box_frequencies=frequencies)
+    plain = have.region_box_frequencies == 0 and have.region_location == "vlp"
+    if not plain or resume_dir is not None:
+        asked = " ".join(f"--{flag} {v}" for flag, v in (("box_frequencies", frequencies),
+                                                          ("region_location", location))
+                         if v is not None)
+        raise VLPError(f"{asked}: the model of {source} was trained with "
+                       f"region_box_frequencies {have.region_box_frequencies}, region_location "
+                       f"{have.region_location}; use those, or start from a checkpoint with "
+                       "VLP's region input")
+    return model.grown(**want)
 
 
 def check_fit(config, dims: RegionDims, args, source) -> None:

@@ -50,14 +50,15 @@ def normalised_corners(record: RegionRecord, box_norm: str = "image") -> np.ndar
 
 def box_sinusoids(record: RegionRecord, frequencies: int, box_norm: str = "image") -> np.ndarray:
     """[N, 4 * (1 + 2F)] float32: centre x, centre y, width and height over the image
-    size, then sin(2^k * pi * v) for every k < F and value v, then the cosines likewise.
+    size, then sin(2^k * pi * v) for every k < F and value v, then the cosines likewise
+    (F = 0: the four values alone).
 
     A single coordinate is a poor input for a question on which third of the image a
     shape lies in; its sines and cosines make such a question linear in the features."""
     x1, y1, x2, y2 = normalised_corners(record, box_norm)
     values = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
     if frequencies == 0:
-        return np.zeros((len(values), 0), dtype=np.float32)
+        return values.astype(np.float32)
     angles = (values[:, :, None] * (np.pi * 2.0 ** np.arange(frequencies))).reshape(len(values), -1)
     return np.concatenate([values, np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
