@@ -15,7 +15,8 @@ The grid questions (`vlp.data.toyworld.where`) cover ToyWorld's VQA training spl
 (Karpathy train + restval) and its test split.
 
     python scripts/toyworld_where_questions.py runs/quickstart [--epochs 4] \\
-        [--box_frequencies 0 8] [--with_vqa] [--out runs/quickstart/where]
+        [--box_frequencies 0 8] [--region_location normed] [--with_vqa] \\
+        [--out runs/quickstart/where]
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def vqa_files(run: Path, split: str) -> tuple[Path, Path]:
 
 
 def finetune(run: Path, out: Path, training: tuple[list[Path], list[Path]], frequencies: int,
-             epochs: int, batch: int) -> Path:
+             epochs: int, batch: int, location: str | None = None) -> Path:
     """The run's pretrained checkpoint finetuned on the question files `training`
-    (questions, annotations) with the main job's VQA settings at `frequencies` octaves."""
+    (questions, annotations) with the main job's VQA settings at `frequencies` octaves
+    (and `--region_location location`, when given)."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
@@ -54,6 +56,8 @@ def finetune(run: Path, out: Path, training: tuple[list[Path], list[Path]], freq
             "--num_train_epochs", str(epochs),
             "--box_frequencies", str(frequencies), "--log_steps", "20", "--no_progress",
             *speed_flags(precision)]
+    if location:
+        argv += ["--region_location", location]
     train(check(build_parser().parse_args(argv)))
     return out / f"model.{epochs}"
 
@@ -82,6 +86,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--with_vqa", action="store_true",
                     help="train on the run's VQA training questions too; score its test questions")
+    ap.add_argument("--region_location", choices=("vlp", "normed"),
+                    help="the region input the finetuned model reads (default: the checkpoint's)")
     ap.add_argument("--out", type=Path, help="default: RUN/where")
     args = ap.parse_args()
     out = args.out or args.run / "where"
@@ -94,7 +100,8 @@ def main() -> None:
     training = ([q for q in (own_q, grid_q) if q], [a for a in (own_a, grid_a) if a])
     rows = []
     for f in args.box_frequencies:
-        checkpoint = finetune(args.run, out / f"box{f}", training, f, args.epochs, args.batch)
+        checkpoint = finetune(args.run, out / f"box{f}", training, f, args.epochs, args.batch,
+                              args.region_location)
         scores = [accuracy(args.run, checkpoint, *files["test"], "wtest")["overall"],
                   accuracy(args.run, checkpoint, *files["train"], "wtrain")["overall"]]
         if args.with_vqa:

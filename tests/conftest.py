@@ -16,7 +16,7 @@ def java():
 
 @pytest.fixture(scope="session")
 def tiny_quickstart(tmp_path_factory):
-    """`vlp quickstart --tiny` run once for the whole session (it takes minutes), shared
+    """`vlp quickstart --tiny --ablation` run once for the whole session (it takes minutes), shared
     by the main-job tests and the server tests: (output directory, what it printed,
     seconds it took)."""
     import io
@@ -29,5 +29,5 @@ def tiny_quickstart(tmp_path_factory):
     buffer = io.StringIO()
     start = time.perf_counter()
     with redirect_stdout(buffer):
-        assert main(["quickstart", "--tiny", "--out", str(out)]) == 0
+        assert main(["quickstart", "--tiny", "--ablation", "--out", str(out)]) == 0
     return out, buffer.getvalue(), time.perf_counter() - start

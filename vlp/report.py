@@ -118,6 +118,30 @@ def _truth_section(results: dict) -> str:
                                           + ["cut off", "objects named / drawn"], rows))
 
 
+def ablation_rows(results: dict) -> list[tuple[str, float, float]]:
+    """(measure, pretrained, from BERT) for the test figures both finetunings have."""
+    from vlp.data.toyworld.vqa import accuracy_by_kind
+
+    both = [(results[stage]["metrics"], results["ablation"][stage]["metrics"])
+            for stage in ("caption", "vqa")]
+    (cap, cap_bert), (vqa, vqa_bert) = both
+    rows = [("caption CIDEr", cap["CIDEr"], cap_bert["CIDEr"]),
+            ("captions fully true %", 100 * cap["truth"]["fully_true"],
+             100 * cap_bert["truth"]["fully_true"]),
+            ("VQA accuracy %", vqa["overall"], vqa_bert["overall"])]
+    kinds, kinds_bert = accuracy_by_kind(vqa), accuracy_by_kind(vqa_bert)
+    return rows + [(f"  {k} %", a, kinds_bert.get(k, float("nan"))) for k, a in kinds.items()]
+
+
+def _ablation_section(results: dict) -> str:
+    if "ablation" not in results:
+        return ""
+    rows = [[name.strip(), _fmt(a), _fmt(b)] for name, a, b in ablation_rows(results)]
+    return ("<h2>Pretrained or not (the paper's \"w/o pre-training\" row: the same "
+            "finetuning from BERT alone; test split)</h2>"
+            + _table(["", "pretrained", "from BERT"], rows))
+
+
 def _share(kind: dict) -> str:
     return "-" if kind.get("share") is None else f"{100 * kind['share']:.0f}% of {kind['claims']}"
 
@@ -153,11 +177,14 @@ def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, st
             ["model", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE",
              "image worth (nats/token)"], metric_rows))
     parts.append(_truth_section(results))
+    parts.append(_ablation_section(results))
     vqa = results.get("vqa", {}).get("metrics")
     if vqa:
-        per_type = sorted(vqa["perAnswerType"].items())
+        from vlp.data.toyworld.vqa import accuracy_by_kind
+
+        kinds = accuracy_by_kind(vqa)
         parts.append("<h2>VQA accuracy (test split, official metric)</h2>" + _table(
-            ["overall"] + [t for t, _ in per_type], [[vqa["overall"]] + [a for _, a in per_type]]))
+            ["overall", *kinds], [[vqa["overall"], *kinds.values()]]))
     if "detector" in results:
         d = results["detector"]
         parts.append("<h2>Detector (val split)</h2>" + _table(

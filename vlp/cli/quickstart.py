@@ -16,13 +16,17 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the training stages' precision: auto (bfloat16 autocast where this "
                         "CPU multiplies it at least 1.5x as fast as float32), bf16 or fp32")
+    p.add_argument("--ablation", action="store_true",
+                   help="also finetune the caption and VQA models from BERT alone (no "
+                        "pretraining, same steps) and compare them with the pretrained ones")
 
 
 def run(args) -> int:
     from vlp import quickstart
     from vlp.cli.toyworld import describe
 
-    ctx = quickstart.run(args.out, tiny=args.tiny, precision=args.precision)
+    ctx = quickstart.run(args.out, tiny=args.tiny, precision=args.precision,
+                           ablation=args.ablation)
     print()
     choice = ctx.results["precision"]
     how = "as asked" if choice.get("forced") else "chosen"
@@ -31,4 +35,7 @@ def run(args) -> int:
     print(describe(ctx.out / "toyworld", ctx.results["toyworld"]))
     print()
     print(quickstart.table(ctx.rows))
+    if "ablation" in ctx.results:
+        print()
+        print(quickstart.ablation_table(ctx.results))
     return 0

@@ -17,6 +17,19 @@ _OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above
              "yes": "no", "no": "yes"}
 
 
+# The question kinds by VQA question type, as the official metric's perQuestionType names them.
+KIND_OF_TYPE = {"what color is the": "colour", "what shape is the": "shape",
+                "is there a": "exists", "how many": "count", "is the": "position"}
+
+
+def accuracy_by_kind(metrics: dict) -> dict[str, float]:
+    """The official metric's accuracy per ToyWorld question kind (colour, shape, exists,
+    count, position, in that order), from its perQuestionType."""
+    types = metrics["perQuestionType"]
+    known = {kind: types[t] for t, kind in KIND_OF_TYPE.items() if t in types}
+    return {**known, **{t: a for t, a in types.items() if t not in KIND_OF_TYPE}}
+
+
 @dataclass(frozen=True)
 class Question:
     kind: str  # one of KINDS
