@@ -142,7 +142,7 @@ def build(args):
     tokens, tokenizer = setup.tokenize_captions(args, captions, Path(args.bert_model), True,
                                                 lambda: None)
     config = SimpleNamespace(sep_token_id=tokenizer.sep_token_id, vocab_size=len(tokenizer),
-                             region_box_frequencies=0)
+                             region_box_octaves=None)
     dataset = setup.build_dataset(args, tokens, captions, SharedRecords(args.features), config)
     return dataset, captions
 

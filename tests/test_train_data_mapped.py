@@ -34,7 +34,7 @@ def training_dataset(inputs, out: Path, src: Path | None = None, targets=None):
     captions = setup.load_captions(args)
     tokens, tok = setup.tokenize_captions(args, captions, Path(inputs["bert"]), True, lambda: None)
     config = SimpleNamespace(sep_token_id=tok.sep_token_id, vocab_size=len(tok),
-                             region_box_frequencies=0)
+                             region_box_octaves=None)
     return setup.build_dataset(args, tokens, captions, open_store(inputs["features"]), config,
                                targets)
 
