@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 BUDGET_S = 20 * 60
-ROW = re.compile(r"^(\w+)\s+([\d.]+)s\s+(.*)$")
+ROW = re.compile(r"^(\w+)\s+([\d.]+)s\s*(.*)$")
 
 
 def run_job(out: Path, precision: str, tiny: bool) -> tuple[dict[str, float], dict[str, str], float]:
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="the tiny job: checks the script only")
     args = ap.parse_args()
     jobs = {p: run_job(Path(args.out) / p, p, args.tiny) for p in args.precisions}
-    stages = list(next(iter(jobs.values()))[0])
+    stages = [s for s in next(iter(jobs.values()))[0] if s != "total"]
     print(f"\n{'stage':<10}" + "".join(f"{p:>10}" for p in jobs))
     for stage in stages:
         print(f"{stage:<10}" + "".join(f"{jobs[p][0].get(stage, float('nan')):>9.1f}s"
