@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from test_features_record import record
-from train_fixtures import make_inputs, vqa_argv, vqa_files
+from train_fixtures import eval_vqa_argv, make_inputs, vqa_argv, vqa_files
 from vlp.cli.eval_vqa import main as eval_main
 from vlp.data.features import box_class_vector, box_sinusoids
 from vlp.data.region_text import region_inputs
@@ -115,11 +115,7 @@ def test_the_flag_trains_evaluates_and_guards_its_checkpoint(tmp_path, capsys):
                                "--num_train_epochs", "1")) == 0
     config = json.loads((run / "model.1" / "config.json").read_text())
     assert config["region_box_frequencies"] == 3
-    assert eval_main(["--model_recover_path", str(run / "model.1"), "--src_file",
-                      str(files["questions"]), "--image_map", str(inputs_["src"]),
-                      "--features", str(inputs_["features"]), "--len_vis_input", "8",
-                      "--no_progress", "--num_workers", "0", "--split", "train",
-                      "--vqa_annotations", str(files["annotations"])]) == 0
+    assert eval_main(eval_vqa_argv(inputs_, files, run / "model.1")) == 0
     assert json.loads((run / "model.1.train.vqa_metrics.json").read_text())["overall"] >= 0
     # Finetuning it on: the checkpoint's count is kept; another count is refused.
     again = vqa_argv(inputs_, files, tmp_path / "again", "--model_recover_path",

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from test_box_sinusoids import inputs, tiny_config
 from test_features_record import record
-from train_fixtures import make_inputs, vqa_argv, vqa_files
+from train_fixtures import eval_vqa_argv, make_inputs, vqa_argv, vqa_files
 from vlp.cli.eval_vqa import main as eval_main
 from vlp.data.features import box_class_vector
 from vlp.data.region_text import region_inputs
@@ -98,11 +98,7 @@ def test_the_flag_trains_resumes_evaluates_and_guards_its_checkpoint(tmp_path, c
     # The run goes on from its checkpoint with the same input, flag given or not.
     assert train_main(vqa_argv(inputs_, files, run, "--num_train_epochs", "2")) == 0
     assert json.loads((run / "model.2" / "config.json").read_text())["region_location"] == "normed"
-    assert eval_main(["--model_recover_path", str(run / "model.2"), "--src_file",
-                      str(files["questions"]), "--image_map", str(inputs_["src"]),
-                      "--features", str(inputs_["features"]), "--len_vis_input", "8",
-                      "--no_progress", "--num_workers", "0", "--split", "train",
-                      "--vqa_annotations", str(files["annotations"])]) == 0
+    assert eval_main(eval_vqa_argv(inputs_, files, run / "model.2")) == 0
     assert json.loads((run / "model.2.train.vqa_metrics.json").read_text())["overall"] >= 0
     # Finetuning it back to VLP's input would drop its box layer: refused, in one line.
     capsys.readouterr()

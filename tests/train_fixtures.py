@@ -115,3 +115,11 @@ def vqa_argv(inputs: dict, files: dict, out: Path, *extra: str) -> list[str]:
                       "--s2s_prob", "0", "--bi_prob", "1", "--max_pred", "0", *extra)
     argv[argv.index("--src_file") + 1] = str(files["questions"])
     return argv
+
+
+def eval_vqa_argv(inputs: dict, files: dict, checkpoint: Path) -> list[str]:
+    """`vlp eval-vqa` on the training questions of vqa_files, scored (split "train")."""
+    return ["--model_recover_path", str(checkpoint), "--src_file", str(files["questions"]),
+            "--image_map", str(inputs["src"]), "--features", str(inputs["features"]),
+            "--len_vis_input", "8", "--no_progress", "--num_workers", "0", "--split", "train",
+            "--vqa_annotations", str(files["annotations"])]
