@@ -9,7 +9,11 @@ import pytest
 
 from toyworld_truth import _the, drawn_objects, load_json
 from vlp.data.toyworld import ToyWorldConfig, generate
-from vlp.data.toyworld.where import ID_OFFSET, grid_questions, write_grid_questions
+from vlp.data.toyworld.where import (
+    ID_OFFSET, grid_questions, place_captions, write_grid_questions, write_place_captions,
+)
+from vlp.eval.caption_truth import check_caption
+from vlp.eval.toyworld_scenes import read_scenes
 
 SIZE = 128
 CELLS = {"top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
@@ -79,3 +83,23 @@ def test_written_files_are_kept_and_match_the_seed(world, tmp_path):
     before = q.stat().st_mtime_ns
     assert write_grid_questions(root, "test", tmp_path, seed=99) == (q, a)
     assert q.stat().st_mtime_ns == before and not list(tmp_path.glob("*.partial"))
+
+
+def test_place_captions_place_every_training_shape_truly(world, tmp_path):
+    root, scenes = world
+    drawn = read_scenes(root / "annotations" / "scenes_toy.json")  # image id -> Scene
+    data = place_captions(scenes, seed=3, image_size=SIZE)
+    training = {s["file_name"]: s for s in scenes if s["split"] in ("train", "restval")}
+    assert {im["filename"] for im in data["images"]} == set(training)
+    for im in data["images"]:
+        scene = training[im["filename"]]
+        assert im["split"] == scene["split"] and im["cocoid"] == scene["image_id"]
+        assert len(im["sentences"]) == len(scene["objects"])
+        for sent in im["sentences"]:
+            verdict = check_caption(sent["raw"], drawn[scene["image_id"]])
+            assert verdict.true and [c.kind for c in verdict.claims].count("place") == 1, sent
+    said = Counter(" ".join(s["tokens"][-5:-3]) for im in data["images"] for s in im["sentences"])
+    assert len(said) >= 6  # corners, sides and the centre are all said
+    path = write_place_captions(root, tmp_path, seed=3)
+    assert json.loads(path.read_text()) == data
+    assert write_place_captions(root, tmp_path, seed=8) == path and json.loads(path.read_text()) == data

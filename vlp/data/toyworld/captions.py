@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 
 from vlp.data.toyworld.language import (
-    COUNT_WORDS, NOUNS, PLURALS, SCENE_WORDS, article, phrase, pick, region, relation,
-    sentence,
+    COUNT_WORDS, NOUNS, PLURALS, SCENE_WORDS, article, phrase, pick, place_words, region,
+    relation, sentence,
 )
 from vlp.data.toyworld.scene import Shape
 
@@ -69,10 +69,12 @@ def _relating(shapes, rng, size):
 
 
 def _locating(shapes, rng, size):
-    s = shapes[int(rng.integers(len(shapes)))]
-    where = region(s, size)
-    place = {"center": "in the center", "top": "at the top", "bottom": "at the bottom",
-             "left": "on the left", "right": "on the right"}.get(where, f"in the {where} corner")
+    return locating(shapes[int(rng.integers(len(shapes)))], rng, size)
+
+
+def locating(s: Shape, rng: np.random.Generator, size: int) -> str:
+    """'a big red disk in the top left corner of the photo': where one shape is."""
+    place = place_words(region(s, size))
     return f"{article(phrase(s, rng))} {place} of the {pick(rng, SCENE_WORDS)}"
 
 

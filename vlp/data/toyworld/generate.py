@@ -106,6 +106,8 @@ def _write_all(cfg: ToyWorldConfig, root: Path, progress: bool) -> dict:
         _write_json(ann / "vqa" / f"v2_toy_{split}_annotations.json", annotations)
     _write_json(ann / "scenes_toy.json",
                 formats.scenes(toy, "toy") + formats.scenes(cc, "cc"))
+    from vlp.data.toyworld.refer import write_refcoco_toy
+    write_refcoco_toy(root, seed=cfg.seed, image_size=cfg.size)
     return summarize(toy, cc)
 
 

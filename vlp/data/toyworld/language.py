@@ -85,3 +85,9 @@ def region(s: Shape, image_size: int) -> str:
     col = ("left", "", "right")[min(2, int(3 * cx / image_size))]
     row = ("top", "", "bottom")[min(2, int(3 * cy / image_size))]
     return " ".join(w for w in (row, col) if w) or "center"
+
+
+def place_words(where: str) -> str:
+    """'in the top left corner', 'on the left', 'at the top', 'in the center' for a cell."""
+    return {"center": "in the center", "top": "at the top", "bottom": "at the bottom",
+            "left": "on the left", "right": "on the right"}.get(where, f"in the {where} corner")

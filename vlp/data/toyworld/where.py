@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vlp.data.toyworld.formats import VQA_SPLIT, vqa_header
+from vlp.data.toyworld.captions import locating
+from vlp.data.toyworld.formats import VQA_SPLIT, ImageRecord, karpathy, vqa_header
 from vlp.data.toyworld.generate import MANIFEST
-from vlp.data.toyworld.language import refer, region
+from vlp.data.toyworld.language import refer, region, sentence
 from vlp.data.toyworld.scene import Shape
 from vlp.data.toyworld.vqa import ANSWERS_PER_QUESTION, consensus
 
@@ -76,3 +77,34 @@ def write_grid_questions(toyworld: Path, split: str, out: Path, seed: int = 0
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
     return paths
+
+
+def place_captions(scenes: list[dict], seed: int, image_size: int) -> dict:
+    """Karpathy-format captions of ToyWorld's training images (train and restval), one per
+    drawn shape, each saying where it is: "A big red disk in the top left corner of the
+    photo." ToyWorld's own captions place one shape of five captions; beside them these
+    give the captioner a place to learn for every shape."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for scene in scenes:
+        if scene["pool"] != "toy" or VQA_SPLIT[scene["split"]] != "train":
+            continue
+        shapes = [Shape(o["shape"], o["color"], o["size"], tuple(o["box"]))
+                  for o in scene["objects"]]
+        records.append(ImageRecord(scene["image_id"], scene["file_name"], scene["split"], shapes,
+                                   [sentence(locating(s, rng, image_size)) for s in shapes]))
+    return karpathy(records, "toy_places")
+
+
+def write_place_captions(toyworld: Path, out: Path, seed: int = 0) -> Path:
+    """OUT/dataset_toy_places.json for the ToyWorld directory `toyworld`; kept if there."""
+    path = out / "dataset_toy_places.json"
+    if path.is_file():
+        return path
+    scenes = json.loads((toyworld / "annotations" / "scenes_toy.json").read_text())
+    size = json.loads((toyworld / MANIFEST).read_text())["config"]["size"]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(place_captions(scenes, seed, size)))
+    tmp.replace(path)
+    return path
