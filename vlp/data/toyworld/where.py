@@ -69,14 +69,24 @@ def write_grid_questions(toyworld: Path, split: str, out: Path, seed: int = 0
     paths = (out / f"where_toy_{split}_questions.json", out / f"where_toy_{split}_annotations.json")
     if all(p.is_file() for p in paths):
         return paths
-    scenes = json.loads((toyworld / "annotations" / "scenes_toy.json").read_text())
-    size = json.loads((toyworld / MANIFEST).read_text())["config"]["size"]
-    out.mkdir(parents=True, exist_ok=True)
+    scenes, size = _scenes(toyworld)
     for path, data in zip(paths, grid_questions(scenes, split, seed, size)):
-        tmp = path.with_suffix(".partial")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        _write(path, data)
     return paths
+
+
+def _scenes(toyworld: Path) -> tuple[list[dict], int]:
+    """The scenes of a ToyWorld directory and its image side."""
+    scenes = json.loads((toyworld / "annotations" / "scenes_toy.json").read_text())
+    return scenes, json.loads((toyworld / MANIFEST).read_text())["config"]["size"]
+
+
+def _write(path: Path, data) -> None:
+    """JSON written beside `path` and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
 
 
 def place_captions(scenes: list[dict], seed: int, image_size: int) -> dict:
@@ -99,12 +109,7 @@ def place_captions(scenes: list[dict], seed: int, image_size: int) -> dict:
 def write_place_captions(toyworld: Path, out: Path, seed: int = 0) -> Path:
     """OUT/dataset_toy_places.json for the ToyWorld directory `toyworld`; kept if there."""
     path = out / "dataset_toy_places.json"
-    if path.is_file():
-        return path
-    scenes = json.loads((toyworld / "annotations" / "scenes_toy.json").read_text())
-    size = json.loads((toyworld / MANIFEST).read_text())["config"]["size"]
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(place_captions(scenes, seed, size)))
-    tmp.replace(path)
+    if not path.is_file():
+        scenes, size = _scenes(toyworld)
+        _write(path, place_captions(scenes, seed, size))
     return path
