@@ -31,6 +31,9 @@ def test_every_stage_reports_a_key_metric(tiny_job):
     rows = {line.split()[0]: line for line in table.splitlines() if line.strip()}
     assert "captions fully true" in rows["caption"] and "captions fully true" in rows["scst"]
     assert "test accuracy" in rows["vqa"]
+    assert "test Acc@0.5" in rows["grounding"] and "val " in rows["grounding"]
+    for kind in ("attribute", "place", "relation"):
+        assert f"{kind} " in rows["grounding"], kind
     for kind in ("colour", "shape", "exists", "count", "position"):
         assert f"{kind} " in rows["vqa"], kind
     # --ablation: the same finetuning from BERT alone, compared with the pretrained models
@@ -59,7 +62,8 @@ def test_a_second_run_reuses_every_stage(tiny_job, capsys):
     assert again < first_seconds  # no stage retrained
 
 
-TRAINING_STAGES = ("pretrain", "caption", "scst", "vqa", "ablation/caption", "ablation/vqa")
+TRAINING_STAGES = ("pretrain", "caption", "scst", "vqa", "grounding", "ablation/caption",
+                   "ablation/vqa")
 
 
 def test_the_job_keeps_each_stages_last_checkpoint_as_weights(tiny_job):
@@ -83,13 +87,16 @@ def test_the_report_has_pictures_captions_and_curves(tiny_job):
     out, _, _ = tiny_job
     page = (out / "report" / "index.html").read_text()
     for heading in ("Stages", "Caption metrics", "Are the captions true?", "VQA accuracy",
-                    "Pretrained or not", "Questions", "Training curves", "Test images"):
+                    "Pretrained or not", "Questions", "Training curves", "Test images",
+                    "Localization from text"):
         assert heading in page
+    assert "Green: the box found" in page
     pictures = list((out / "report" / "img").glob("*.png"))
     assert any(p.name == "curves.png" for p in pictures) and len(pictures) >= 3
     for p in pictures:
         assert f"img/{p.name}" in page and p.stat().st_size > 1000
     assert "references:" in page and "cross-entropy:" in page
+    assert any(p.name.startswith("located_") for p in pictures)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -150,6 +157,44 @@ def test_ask_about_an_image_with_the_bundle(tiny_job):
     vocab = json.loads((out / "vqa" / "model.1" / "answer_vocab.json").read_text())["answers"]
     assert result["answer"] in vocab and len(result["candidates"]) >= 1
     assert result["regions"] and result["question"] == "how many shapes are there"
+
+
+def test_locate_a_shape_with_the_bundle_and_draw_its_box(tiny_job, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    out, _, _ = tiny_job
+    toy = next((out / "toyworld" / "images").glob("toy_*.jpg"))
+    drawn = tmp_path / "found.png"
+    run = subprocess.run([sys.executable, "-m", "vlp", "locate", str(toy), "the red circle",
+                          "--bundle", str(out), "--json", "--draw", str(drawn), "--top", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    # The box is one of the regions the detector found, the most probable of them.
+    assert result["box"] in [r["box"] for r in result["regions"]]
+    probabilities = [c["probability"] for c in result["candidates"]]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.001
+    assert len(result["candidates"]) == min(2, len(result["regions"]))
+    picture = np.asarray(Image.open(drawn).convert("RGB"))
+    width, height = Image.open(toy).size
+    assert picture.shape[:2] == (2 * height, 2 * width)
+    x1, y1 = (int(round(2 * v)) for v in result["box"][:2])
+    green = picture[max(y1, 0):y1 + 3, max(x1, 0) + 4:x1 + 8]  # the top edge, past the corner
+    assert (green == (60, 180, 75)).all(-1).any()
+    # Without a localization model the bundle says so in one line.
+    bundle = json.loads((out / "bundle.json").read_text())
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("detector", "caption_model"):
+        bundle[name] = str((out / bundle[name]).resolve())
+    bundle["grounding_model"] = None
+    (bare / "bundle.json").write_text(json.dumps(bundle))
+    run = subprocess.run([sys.executable, "-m", "vlp", "locate", str(toy), "the red circle",
+                          "--bundle", str(bare)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "has no localization model" in run.stderr
 
 
 PROBES = Path(__file__).parents[1] / "scripts" / "toyworld_position_probes.py"

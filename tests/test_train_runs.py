@@ -301,7 +301,7 @@ def test_missing_valid_jpgs_file_is_an_error_and_never_created(inputs, tmp_path,
     (["--s2s_prob", "0.5", "--bi_prob", "0.4"], "must be 1"),
     (["--train_batch_size", "6", "--gradient_accumulation_steps", "4"], "not a multiple"),
     (["--len_vis_input", "80"], "positions"),
-    (["--head_learning_rate", "1e-3"], "--head_learning_rate sets the VQA answer classifier"),
+    (["--head_learning_rate", "1e-3"], "--head_learning_rate sets the rate of the VQA answer"),
     (["--scst", "--model_recover_path", "x", "--max_drop_worst_ratio", "0.2"],
      "--max_drop_worst_ratio drops masked-LM examples"),
 ])

@@ -30,20 +30,23 @@ class Bundle:
     max_length: int = 20
     beam_size: int = 3
     vqa_model: str | None = None
+    grounding_model: str | None = None
 
     def path(self, name: str) -> Path:
         return self.root / name
 
 
 def write_bundle(root: Path, detector: Path, caption_model: Path, regions: int, extract: dict,
-                 vqa_model: Path | None = None, **decoding) -> Path:
+                 vqa_model: Path | None = None, grounding_model: Path | None = None,
+                 **decoding) -> Path:
     root = Path(root)
 
     def rel(p):
         return None if p is None else os.path.relpath(Path(p).resolve(), root.resolve())
 
     data = {"detector": rel(detector), "caption_model": rel(caption_model), "regions": regions,
-            "extract": extract, "vqa_model": rel(vqa_model), **decoding}
+            "extract": extract, "vqa_model": rel(vqa_model),
+            "grounding_model": rel(grounding_model), **decoding}
     path = root / BUNDLE_FILE
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -109,6 +112,17 @@ class _Regions:
         return (torch.from_numpy(feats)[None].to(self.device),
                 torch.from_numpy(locs)[None].to(self.device),
                 torch.tensor([len(feats)], device=self.device))
+
+    def encode(self, text: str, feats, locs, n):
+        """The bidirectional encoder's output for `text` (cut to the bundle's max_length
+        tokens) and the image's regions, as VQA and localization read it."""
+        import torch
+
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:self.bundle.max_length]
+        ids = torch.tensor([ids + [self.model.config.sep_token_id]], device=self.device)
+        with torch.no_grad():
+            return self.model(ids, torch.tensor([ids.shape[1]], device=self.device), feats, locs,
+                              n, torch.zeros(1, dtype=torch.bool, device=self.device))
 
     def describe(self, record, count: int) -> list[dict]:
         probs = np.asarray(record.cls_probs, dtype=np.float32)
@@ -180,17 +194,52 @@ class ImageAnswerer(_Regions):
 
         record = self.regions_of(pixels)
         feats, locs, n = self.inputs(record)
-        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"][:self.bundle.max_length]
-        text = torch.tensor([ids + [self.model.config.sep_token_id]], device=self.device)
+        hidden = self.encode(question, feats, locs, n)
         with torch.no_grad():
-            hidden = self.model(text, torch.tensor([text.shape[1]], device=self.device), feats,
-                                locs, n, torch.zeros(1, dtype=torch.bool, device=self.device))
             probs = self.model.vqa_logits(hidden, feats.shape[1]).sigmoid()[0]
         values, indices = best_answers(probs, self.vocab, top)
         return {"question": question, "answer": self.vocab[int(indices[0])],
                 "candidates": [{"answer": self.vocab[int(i)], "score": round(float(p), 3)}
                                for p, i in zip(values, indices)],
                 "regions": self.describe(record, int(n[0]))}
+
+
+class ImageLocator(_Regions):
+    """Detector + localization model: an image file and a referring expression in, the
+    region it names (box, probability over the image's regions) out."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu"):
+        from vlp.data.tokens import load_tokenizer
+        from vlp.model import UnifiedVLP
+
+        if not bundle.grounding_model:
+            raise VLPError(f"--bundle {bundle.root}: the bundle has no localization model")
+        super().__init__(bundle, device)
+        model_dir = bundle.path(bundle.grounding_model)
+        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
+        if not self.model.config.grounding:
+            raise VLPError(f"{model_dir}: no localization head (train one with --tasks refcoco)")
+        self.tokenizer = load_tokenizer(model_dir)
+
+    def locate(self, image_path: str | Path, expression: str, top: int = 3) -> dict:
+        return {"image": str(image_path),
+                **self.locate_pixels(self.read(image_path), expression, top)}
+
+    def locate_pixels(self, pixels: np.ndarray, expression: str, top: int = 3) -> dict:
+        """The best region's box (x1, y1, x2, y2 pixels) and probability, the `top` best
+        with theirs, and the regions used."""
+        record = self.regions_of(pixels)
+        feats, locs, n = self.inputs(record)
+        if int(n[0]) == 0:
+            raise VLPError("the detector found no region in the image: nothing to point at")
+        hidden = self.encode(expression, feats, locs, n)
+        probs = self.model.grounding_scores(hidden, feats.shape[1], n).softmax(-1)[0]
+        values, indices = probs.topk(min(top, int(n[0])))
+        regions = self.describe(record, int(n[0]))
+        found = [{**regions[int(i)], "probability": round(float(p), 3)}
+                 for p, i in zip(values, indices)]
+        return {"expression": expression, "box": found[0]["box"],
+                "probability": found[0]["probability"], "candidates": found, "regions": regions}
 
 
 def bundle_summary(bundle: Bundle) -> dict:

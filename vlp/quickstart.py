@@ -405,6 +405,73 @@ def vqa_examples(ctx: Context, checkpoint: Path, count: int = 12) -> list[dict]:
              "correct": question_accuracy(predicted[e.question_id], e) > 0} for e in examples]
 
 
+# Epochs of the grounding stage (full size): one reaches 99% Acc@0.5 (README).
+GROUNDING_EPOCHS = 1
+
+
+def grounding_stage(ctx: Context) -> str:
+    """Localization from text on ToyWorld's referring expressions (refcoco_toy, RefCOCO's
+    layout), from the pretrained model with the VQA stage's region input, then Acc@0.5 on
+    the val and test splits, by expression kind."""
+    checkpoint, metrics = grounding_run(ctx, ctx.out / "grounding", pretrained(ctx))
+    ctx.results["grounding"] = {"checkpoint": str(checkpoint), "metrics": metrics,
+                                "examples": grounding_examples(ctx, checkpoint)}
+    return grounding_line(metrics)
+
+
+def grounding_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
+    from vlp.train.args import build_parser, check
+    from vlp.train.main import train
+
+    refs = ctx.out / "toyworld" / "annotations" / "refcoco_toy" / "refs(unc).p"
+    epochs, batch = ("1", "16") if ctx.tiny else (str(GROUNDING_EPOCHS), "32")
+    argv = ["--output_dir", str(out), *start,
+            "--do_lower_case", "--do_train", "--tasks", "refcoco", "--head_learning_rate", "1e-3",
+            "--src_file", str(refs), "--features", ctx.results["features"]["store"],
+            "--new_segment_ids", "--s2s_prob", "0", "--bi_prob", "1",
+            "--len_vis_input", str(TOY_REGIONS), "--max_len_b", "20",
+            "--learning_rate", "1e-4", "--warmup_proportion", "0.1", "--drop_prob", "0",
+            "--max_pred", "0", "--train_batch_size", batch, "--num_train_epochs", epochs,
+            *ctx.speed, *WHERE_FLAGS, "--log_steps", "5" if not ctx.tiny else "1",
+            "--keep_checkpoints", "1"]
+    train(check(build_parser().parse_args(argv)))
+    checkpoint = out / f"model.{epochs}"
+    weights_only(checkpoint)
+    return checkpoint, {split: located(ctx, checkpoint, refs, split) for split in ("val", "test")}
+
+
+def located(ctx: Context, checkpoint: Path, refs: Path, split: str) -> dict:
+    """`vlp eval-grounding` of `checkpoint` on `split`, kept beside it."""
+    from vlp.cli.eval_grounding import main as eval_main
+
+    metrics_file = checkpoint.parent / f"{checkpoint.name}.{split}.grounding_metrics.json"
+    argv = ["--model_recover_path", str(checkpoint), "--src_file", str(refs), "--split", split,
+            "--features", ctx.results["features"]["store"], "--len_vis_input", str(TOY_REGIONS),
+            "--do_lower_case", "--num_workers", "1", "--no_progress"]
+    if not metrics_file.is_file() and eval_main(argv) != 0:
+        raise VLPError(f"locating the {split} expressions of {refs} with {checkpoint} failed")
+    return json.loads(metrics_file.read_text())
+
+
+def grounding_line(metrics: dict) -> str:
+    test = metrics["test"]
+    kinds = ", ".join(f"{k} {a:.1f}" for k, a in test["by_kind"].items())
+    return (f"test Acc@0.5 {test['accuracy']:.2f}% ({kinds}); val {metrics['val']['accuracy']:.2f}%")
+
+
+def grounding_examples(ctx: Context, checkpoint: Path, per_kind: int = 2) -> list[dict]:
+    """A few test expressions of each kind with the box found and the true one, for the
+    report."""
+    rows = json.loads((checkpoint.parent / f"{checkpoint.name}.test.grounding_results.json")
+                      .read_text())
+    chosen, seen = [], {}
+    for row in rows:
+        if seen.get(row["kind"], 0) < per_kind:
+            seen[row["kind"]] = seen.get(row["kind"], 0) + 1
+            chosen.append(row)
+    return chosen
+
+
 def bundle_stage(ctx: Context) -> str:
     """bundle.json in the output directory: detector + best caption model, for
     `vlp caption IMAGE --bundle DIR`."""
@@ -418,6 +485,8 @@ def bundle_stage(ctx: Context) -> str:
     path = write_bundle(ctx.out, Path(ctx.results["detector"]["checkpoint"]),
                         Path(caption["checkpoint"]), TOY_REGIONS, asdict(TOY_SETTINGS),
                         vqa_model=Path(vqa["checkpoint"]) if vqa else None,
+                        grounding_model=(Path(ctx.results["grounding"]["checkpoint"])
+                                         if "grounding" in ctx.results else None),
                         max_length=20, beam_size=3)
     return f"vlp caption IMAGE --bundle {path.parent}"
 
@@ -432,7 +501,8 @@ def report_stage(ctx: Context) -> str:
 STAGES = (Stage("toyworld", toyworld_stage), Stage("detector", detector_stage),
           Stage("features", features_stage), Stage("pretrain", pretrain_stage),
           Stage("caption", caption_stage), Stage("scst", scst_stage),
-          Stage("vqa", vqa_stage), Stage("bundle", bundle_stage),
+          Stage("vqa", vqa_stage), Stage("grounding", grounding_stage),
+          Stage("bundle", bundle_stage),
           Stage("report", report_stage))
 # `vlp quickstart --ablation`: the same job with the "w/o pre-training" runs before the bundle.
 ABLATION = Stage("ablation", ablation_stage)

@@ -53,6 +53,24 @@ def draw_regions(image_path: Path, record, class_names: list[str], out_path: Pat
     image.save(out_path)
 
 
+def draw_located(image, box, label: str, out_path: Path, truth=None, scale: int = 2) -> None:
+    """The image (a path or uint8 [H, W, 3] pixels) enlarged `scale` times with the box
+    found (x1, y1, x2, y2 pixels) in green under `label`, and the true box, if given, in
+    thin magenta."""
+    image = (Image.open(image) if isinstance(image, (str, Path)) else Image.fromarray(image))
+    image = image.convert("RGB")
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(image)
+    if truth is not None:
+        draw.rectangle([float(v) * scale for v in truth], outline="#f032e6", width=1)
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    draw.rectangle([x1, y1, x2, y2], outline="#3cb44b", width=3)
+    draw.text((x1 + 2, max(y1 - 12, 0)), label, fill="#3cb44b")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out_path)
+
+
 def plot_curves(logs: dict[str, Path], out_path: Path) -> bool:
     """Loss (and SCST reward) per step of each training run, one panel per run."""
     import matplotlib
@@ -156,6 +174,36 @@ def _vqa_section(results: dict) -> str:
                                             ""], rows))
 
 
+def _grounding_section(out: Path, results: dict, img_dir: Path) -> str:
+    """Acc@0.5 by split and expression kind, and test expressions with the box found
+    (green) and the true box (magenta)."""
+    grounding = results.get("grounding")
+    if not grounding:
+        return ""
+    metrics = grounding["metrics"]
+    kinds = sorted({k for m in metrics.values() for k in m["by_kind"]})
+    table = _table(["split", "Acc@0.5", *kinds],
+                   [[split, _fmt(m["accuracy"]), *(_fmt(m["by_kind"].get(k, "")) for k in kinds)]
+                    for split, m in metrics.items()])
+    cards = []
+    for n, row in enumerate(grounding.get("examples", [])):
+        image = out / "toyworld" / "images" / f"{row['image']}.jpg"
+        if not image.is_file():
+            continue
+        x, y, w, h = row["box"]
+        tx, ty, tw, th = row["truth"]
+        picture = img_dir / f"located_{n}.png"
+        draw_located(image, (x, y, x + w, y + h), f"{row['score']:.2f}", picture,
+                     truth=(tx, ty, tx + tw, ty + th), scale=3)
+        verdict = "right" if row["iou"] >= 0.5 else "wrong"
+        cards.append(f"<div class='card'><img src='img/{picture.name}' alt='{_esc(row['sent'])}'>"
+                     f"<p><b>{_esc(row['sent'])}</b></p><p>{_esc(row['kind'])}: IoU "
+                     f"{row['iou']:.2f}, {verdict}</p></div>")
+    return ("<h2>Localization from text (Acc@0.5)</h2>" + table
+            + "<p>Green: the box found; magenta: the referent's.</p>"
+            + "<div class='cards'>" + "".join(cards) + "</div>")
+
+
 def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, str]]) -> Path:
     out = Path(out)
     report = out / "report"
@@ -190,12 +238,13 @@ def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, st
         parts.append("<h2>Detector (val split)</h2>" + _table(
             ["mAP@0.5", "recall@0.5", "training s"],
             [[_fmt(d.get("map50")), _fmt(d.get("recall50")), _fmt(d.get("seconds"))]]))
-    logs = {name: out / name for name in ("pretrain", "caption", "scst", "vqa")
+    logs = {name: out / name for name in ("pretrain", "caption", "scst", "vqa", "grounding")
             if (out / name).is_dir()}
     if plot_curves(logs, img_dir / "curves.png"):
         parts.append('<h2>Training curves</h2><img src="img/curves.png" alt="training curves">')
     parts.append(_examples(out, results, img_dir))
     parts.append(_vqa_section(results))
+    parts.append(_grounding_section(out, results, img_dir))
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>vlp report</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(p for p in parts if p)
             + "</body></html>\n")

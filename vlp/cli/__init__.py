@@ -18,7 +18,7 @@ from vlp.errors import VLPError
 # Order is the order shown by `vlp --help`.
 COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint",
             "train_detector", "extract", "merge_stores", "train",
-            "decode", "caption", "ask", "serve", "eval_vqa", "score_vqa",
+            "decode", "caption", "ask", "locate", "serve", "eval_vqa", "score_vqa", "eval_grounding",
             "validate_vqa_submission")
 
 
@@ -26,7 +26,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="vlp",
         description="Unified Vision-Language Pre-training: features, pretraining, "
-        "captioning, SCST and VQA.",
+        "captioning, SCST, VQA and localization from text.",
     )
     parser.add_argument("--version", action="version", version=f"vlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

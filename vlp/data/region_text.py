@@ -51,6 +51,8 @@ class RegionTextBatch:
     image_keys: list
     targets: torch.Tensor | None = None  # [B, K] soft answer scores (VQA)
     region_masked: torch.Tensor | None = None  # [B, R] bool, regions masked (--vis_mask_prob)
+    region_iou: torch.Tensor | None = None  # [B, R] IoU with the referent (grounding)
+    task: str | None = None  # the task of a multi-task run's batch (vlp.train.multitask)
 
     def _map(self, fn) -> "RegionTextBatch":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -212,6 +214,7 @@ def collate(examples: list[dict], pad_id: int = 0, num_answers: int = 0) -> Regi
         image_keys=[e["key"] for e in examples],
         targets=dense_targets([e["target"] for e in examples], num_answers) if num_answers else None,
         region_masked=region_mask(examples, features.shape[1]),
+        region_iou=region_iou(examples, features.shape[1]),
     )
 
 
@@ -223,6 +226,16 @@ def region_mask(examples: list[dict], slots: int) -> torch.Tensor | None:
     for row, e in enumerate(examples):
         mask[row, torch.as_tensor(e["masked_regions"], dtype=torch.long)] = True
     return mask
+
+
+def region_iou(examples: list[dict], slots: int) -> torch.Tensor | None:
+    """[B, R] float, each example's "iou" per region (0 on padding); None without them."""
+    if "iou" not in examples[0]:
+        return None
+    out = torch.zeros(len(examples), slots)
+    for row, e in enumerate(examples):
+        out[row, :len(e["iou"])] = torch.from_numpy(e["iou"])
+    return out
 
 
 def dense_targets(targets: list[dict[int, float]], num_answers: int) -> torch.Tensor:

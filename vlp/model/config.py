@@ -71,6 +71,9 @@ class VLPConfig:
     region_location: str = "vlp"
     # Answer classes of the VQA head on [CLS] * first [SEP]; 0 = no VQA head.
     vqa_answers: int = 0
+    # A localization head: each region slot's output -> MLP -> one score, the region the
+    # text refers to scoring highest (vlp.train.grounding); False = no such head.
+    grounding: bool = False
     # VLP's --relax_projection: the masked-LM head's transform has this many projections
     # (VLP used 4), one per task index (seq2seq 3, bidirectional 0); 0 or 1: one.
     relax_projection: int = 0

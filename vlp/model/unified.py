@@ -1,4 +1,5 @@
-"""UnifiedVLP: region + text embeddings, one BERT encoder, masked-LM and VQA heads."""
+"""UnifiedVLP: region + text embeddings, one BERT encoder, masked-LM, VQA and
+localization heads."""
 
 from __future__ import annotations
 
@@ -32,11 +33,20 @@ class UnifiedVLP(nn.Module):
             h = config.hidden_size
             self.vqa_head = nn.Sequential(nn.Linear(h, 2 * h), nn.ReLU(),
                                           nn.Linear(2 * h, config.vqa_answers))
+        self.grounding_head = None
+        if config.grounding:
+            h = config.hidden_size
+            # No bias after the first layer: a constant added to every region's score
+            # leaves the softmax over regions as it is, so its gradient is rounding noise,
+            # which Adam would scale up into steps.
+            self.grounding_head = nn.Sequential(
+                nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=config.layer_norm_eps, bias=False),
+                nn.Linear(h, 1, bias=False))
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
         self.apply(self._init_weights)
         if config.new_layer_init == "torch":
             # VLP built its region and answer layers after BERT's init: PyTorch's defaults.
-            for part in (self.region, self.vqa_head):
+            for part in (self.region, self.vqa_head, self.grounding_head):
                 for module in part.modules() if part is not None else ():
                     if isinstance(module, nn.Linear):
                         module.reset_parameters()
@@ -49,7 +59,8 @@ class UnifiedVLP(nn.Module):
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def grown(self, **changes) -> "UnifiedVLP":
         """A copy whose config has `changes` that add parts (vqa_answers on a model without
@@ -179,6 +190,16 @@ class UnifiedVLP(nn.Module):
         if self.vqa_head is None:
             raise VLPError("this model has no VQA head (config vqa_answers is 0)")
         return self.vqa_head(hidden[:, 0] * hidden[:, region_slots + 1])
+
+    def grounding_scores(self, hidden: torch.Tensor, region_slots: int,
+                         num_regions: torch.Tensor) -> torch.Tensor:
+        """[B, R] float32, R = region_slots: how well each region fits the text; the lowest
+        float32 value on the slots past an image's own regions."""
+        if self.grounding_head is None:
+            raise VLPError("this model has no localization head (config grounding is false)")
+        scores = self.grounding_head(hidden[:, 1:region_slots + 1]).squeeze(-1).float()
+        slot = torch.arange(region_slots, device=hidden.device)[None, :]
+        return scores.masked_fill(slot >= num_regions[:, None], torch.finfo(torch.float32).min)
 
     def pretraining_loss(self, text_ids, text_lengths, region_features, region_locations,
                          num_regions, generator: torch.Generator | None = None,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlp.data.captions import TRAIN_SPLITS
 from vlp.data.sources import add_feature_flags
 from vlp.errors import VLPError
 from vlp.flags import ArgumentParser, add_accepted_flags, int_at_least, probability
 from vlp.model.config import NEW_LAYER_INITS, REGION_LOCATIONS
 from vlp.model.load import resolve
+from vlp.train.multitask import task_args, task_names
 from vlp.train.optim import OPTIMIZERS
 
-TASKS = ("img2txt", "vqa2")
+TASKS = ("img2txt", "vqa2", "refcoco")
 SCHEDULES = ("warmup_linear", "warmup_constant", "warmup_cosine")
 DATASETS = ("coco", "flickr30k", "cc")
 
@@ -105,9 +107,17 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="the last epoch that keeps every example (VLP's default 6)")
     g.add_argument("--s2s_prob", type=probability, default=1.0)
     g.add_argument("--bi_prob", type=probability, default=0.0)
-    g.add_argument("--tasks", choices=TASKS, default="img2txt")
+    g.add_argument("--tasks", default="img2txt",
+                   help="img2txt: captions; vqa2: VQA 2.0; refcoco: localization from "
+                   "referring expressions (RefCOCO, RefCOCO+, RefCOCOg); several joined by "
+                   "commas train one model on all of them, each --src_file given as "
+                   "TASK:FILE (vlp.train.multitask)")
+    g.add_argument("--task_weights", type=float, nargs="+", default=None,
+                   help="with several --tasks: the chance of each (in --tasks order) that a "
+                   "step's batch is its; default: by dataset size, every example once an epoch")
     g.add_argument("--src_file", nargs="+", default=None,
-                   help="Karpathy-style caption JSON(s) (dataset_coco.json, dataset_cc.json)")
+                   help="Karpathy-style caption JSON(s) (dataset_coco.json, dataset_cc.json); "
+                   "--tasks refcoco: refs(<split_by>).p with instances.json beside it")
     g.add_argument("--dataset", choices=DATASETS, default="coco")
     g.add_argument("--split", nargs="+", default=["train", "restval"])
     g.add_argument("--use_num_imgs", type=int, default=-1,
@@ -159,7 +169,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     v.add_argument("--num_answers", type=int_at_least(1), default=None,
                    help="vocabulary size (default 3129; --answer_vocab_from all_answers)")
     v.add_argument("--head_learning_rate", type=float, default=None,
-                   help="peak learning rate of the (new, random) answer classifier; default "
+                   help="peak learning rate of the (new, random) answer classifier, or with "
+                   "--tasks refcoco the localization head; default "
                    "--learning_rate as VLP. A larger one fits the head before its random "
                    "gradients wear away what the pretrained encoder knows")
 
@@ -248,9 +259,9 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError("--do_train is required (training is what this command does)")
     if args.bf16 and args.fp16:
         raise VLPError("--bf16 conflicts with --fp16: choose one precision")
-    if args.head_learning_rate is not None and args.tasks != "vqa2":
-        raise VLPError("--head_learning_rate sets the VQA answer classifier's rate; it needs "
-                       "--tasks vqa2")
+    if args.head_learning_rate is not None and args.tasks == "img2txt":
+        raise VLPError("--head_learning_rate sets the rate of the VQA answer classifier or the "
+                       "localization head; it needs --tasks vqa2 or refcoco")
     if abs(args.s2s_prob + args.bi_prob - 1.0) > 1e-6:
         raise VLPError(f"--s2s_prob {args.s2s_prob} + --bi_prob {args.bi_prob} must be 1")
     if args.max_len_a:
@@ -260,6 +271,15 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
                        f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
     if not args.src_file:
         raise VLPError("--src_file is required (Karpathy-style caption JSON)")
+    names = task_names(args.tasks, TASKS)
+    args.tasks = ",".join(names)
+    if len(names) > 1:
+        check_multitask_flags(args, names)
+    elif args.task_weights is not None:
+        raise VLPError("--task_weights weighs several --tasks; this run has one")
+    for one in task_args(args):
+        if one.tasks == "refcoco":
+            check_grounding_flags(one)
     if args.from_scratch and args.model_recover_path:
         raise VLPError("--from_scratch conflicts with --model_recover_path")
     if args.bert_model is None and args.model_recover_path is None:
@@ -274,12 +294,13 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     args.mask_prob = 0.15 if args.mask_prob is None else args.mask_prob
     args.max_pred = 3 if args.max_pred is None else args.max_pred
     args.mask_vqa_input = args.tasks == "vqa2" and args.max_pred > 0
-    if args.tasks == "vqa2" and args.scst:
+    if args.tasks != "img2txt" and args.scst:
         raise VLPError("--scst is for captioning (--tasks img2txt)")
-    if args.max_drop_worst_ratio > 0 and (args.tasks == "vqa2" or args.scst):
+    if args.max_drop_worst_ratio > 0 and (args.tasks != "img2txt" or args.scst):
         raise VLPError("--max_drop_worst_ratio drops masked-LM examples: it is for pretraining "
-                       "and caption finetuning, not --tasks vqa2 or --scst")
-    if args.vqa_annotations and args.tasks != "vqa2":
+                       "and caption finetuning, not " + ("--scst" if args.scst
+                                                         else f"--tasks {args.tasks}"))
+    if args.vqa_annotations and "vqa2" not in names:
         raise VLPError("--vqa_annotations is for --tasks vqa2")
     check_answer_vocab_flags(args)
     if args.block_masked_regions and not args.vis_mask_prob > 0:
@@ -297,6 +318,34 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         # VLP's commands name the previous run's model.N.bin; a vlp run wrote model.N/.
         args.model_recover_path = str(resolve(args.model_recover_path))
     return args
+
+
+def check_multitask_flags(args: argparse.Namespace, names: list[str]) -> None:
+    if args.task_weights is not None and (len(args.task_weights) != len(names)
+                                          or min(args.task_weights) <= 0):
+        raise VLPError(f"--task_weights {' '.join(map(str, args.task_weights))}: give one "
+                       f"positive weight per task of --tasks {args.tasks}")
+    for flag, on in (("--scst", args.scst), ("--fsdp", args.fsdp)):
+        if on:
+            raise VLPError(f"{flag} trains one task; --tasks {args.tasks} names several")
+    if args.vqa_annotations and "vqa2" not in names:
+        raise VLPError("--vqa_annotations is for --tasks vqa2")
+
+
+def check_grounding_flags(args: argparse.Namespace) -> None:
+    """--tasks refcoco: a refs(<split_by>).p per --src_file, RefCOCO's split names (VLP's
+    caption default, train restval, becomes train), no masking, no SCST."""
+    from vlp.data.grounding import refer_location
+
+    for path in args.src_file:
+        refer_location(path)
+    if list(args.split) == list(TRAIN_SPLITS):
+        args.split = ["train"]
+    if args.scst:
+        raise VLPError("--scst is for captioning (--tasks img2txt), not --tasks refcoco")
+    if args.vis_mask_prob > 0:
+        raise VLPError("--vis_mask_prob masks regions in masked-LM and VQA training, not "
+                       "--tasks refcoco")
 
 
 def build_parser(prog: str = "vlp train") -> argparse.ArgumentParser:

@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 import math
 import os
-from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from vlp.data.region_text import collate
 from vlp.data.sampler import ResumableSampler
 from vlp.data.sources import keep_present, open_features
 from vlp.errors import VLPError
 from vlp.flags import run_script
-from vlp.train import checkpoint, distributed, optim, precision as amp, setup, sharded, vqa
+from vlp.train import (checkpoint, distributed, multitask, optim, precision as amp, setup,
+                       sharded, task_data)
 from vlp.train.args import build_parser, check
 from vlp.train.log import MetricsLog, text_logger
 from vlp.train.loop import LoopSettings, Trainer
-from vlp.train.tasks import MaskedLMTask, freeze_unused
+from vlp.train.tasks import freeze_unused
+
+
+# The parameters --head_learning_rate sets, by task.
+HEADS = {"vqa2": "vqa_head.", "refcoco": "grounding_head."}
 
 
 def main(argv: list[str] | None = None, prog: str = "vlp train") -> int:
@@ -84,54 +87,56 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         say(f"resuming from {resume} (step {position.step}, epoch {position.epoch})")
 
     store = open_features(args)
-    vqa_examples = None
-    if args.tasks == "vqa2":
-        captions, vqa_examples = vqa.load_questions(args)
-    else:
-        captions = setup.load_captions(args)
-    present = keep_present((c.image_key for c in captions), store, args.skip_missing_features, say)
-    if vqa_examples is not None:
-        vqa_examples = [e for c, e in zip(captions, vqa_examples) if c.image_key in present]
-    captions = [c for c in captions if c.image_key in present]
-    references = captions
-    if args.scst and args.scst_reward == "standard":
-        # One example per image (VLP's SCST, --scst_reward vlp, keeps one per caption).
-        captions = list({c.image_key: c for c in reversed(captions)}.values())[::-1]
-    dims = setup.region_dims(store, captions[0].image_key)
+    tasks = [task_data.make(one) for one in multitask.task_args(args)]
+    for part in tasks:
+        keys = (c.image_key for c in part.load())
+        part.keep(keep_present(keys, store, args.skip_missing_features, say))
+        if not part.captions:
+            raise VLPError(f"--tasks {part.name}: no {part.noun} left with features in the store")
+    dims = setup.region_dims(store, tasks[0].captions[0].image_key)
     setup.seed_everything(args.seed)
     model = setup.build_model(args, dims, resume)
-    targets, extra_files = None, []
-    if vqa_examples is not None:
-        vocab = vqa.answer_vocabulary(args, vqa_examples, output_dir, info.is_main,
-                                      distributed.barrier)
-        model = vqa.with_answer_head(model, len(vocab), resume or args.model_recover_path)
-        from vlp.eval.vqa_answers import build_targets
-
-        targets, stats = build_targets((e.answers for e in vqa_examples), vocab)
-        say(stats.summary())
-        extra_files = [output_dir / vqa.VOCAB_FILE]
+    for part in tasks:
+        model = part.grow(model, resume or args.model_recover_path, output_dir, info, say)
+    extra_files = [f for part in tasks for f in part.extra_files]
     tok_dir = setup.tokenizer_dir(args, resume)
     setup.check_vocabulary(tok_dir, resume or args.model_recover_path)
-    tokens, tokenizer = setup.tokenize_captions(args, captions, tok_dir, info.is_main,
-                                                distributed.barrier)
-    if len(tokenizer) > model.config.vocab_size:
-        raise VLPError(f"the tokenizer in {tok_dir} has {len(tokenizer)} tokens, the model's "
-                       f"vocabulary {model.config.vocab_size}: they do not belong together")
-    dataset = setup.build_dataset(args, tokens, captions, store, model.config, targets)
+    several = len(tasks) > 1
+    datasets = []
+    for part in tasks:
+        # Each task of a multi-task run keeps its token cache apart.
+        cache = output_dir / "cache" / part.name if several else None
+        tokens, tokenizer = setup.tokenize_captions(part.args, part.captions, tok_dir,
+                                                    info.is_main, distributed.barrier, cache)
+        if len(tokenizer) > model.config.vocab_size:
+            raise VLPError(f"the tokenizer in {tok_dir} has {len(tokenizer)} tokens, the "
+                           f"model's vocabulary {model.config.vocab_size}: they do not "
+                           "belong together")
+        datasets.append(part.dataset(tokens, store, model.config, cache))
 
     micro = args.train_batch_size // args.gradient_accumulation_steps
-    sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=args.seed)
-    loader = DataLoader(dataset, batch_size=micro, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=partial(collate, pad_id=model.config.pad_token_id,
-                                           num_answers=model.config.vqa_answers if targets else 0),
-                        pin_memory=device.type == "cuda", generator=torch.Generator(),
-                        worker_init_fn=setup.seed_worker,
-                        persistent_workers=False, prefetch_factor=4 if args.num_workers else None)
-    steps_per_epoch = math.ceil(math.ceil(sampler.num_samples / micro)
-                                / args.gradient_accumulation_steps)
+    loader_options = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                          generator=torch.Generator(), worker_init_fn=setup.seed_worker,
+                          persistent_workers=False,
+                          prefetch_factor=4 if args.num_workers else None)
+    if several:
+        dataset = multitask.MultiTaskDataset([p.name for p in tasks], datasets)
+        sampler = multitask.TaskBatches(dataset.sizes, micro, info.world_size, info.rank,
+                                        args.seed, args.task_weights)
+        collate = multitask.TaskCollate({p.name: p.collate(model.config) for p in tasks})
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **loader_options)
+        batches = sum(sampler.per_task())
+    else:
+        dataset = datasets[0]
+        sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=args.seed)
+        loader = DataLoader(dataset, batch_size=micro, sampler=sampler,
+                            collate_fn=tasks[0].collate(model.config), **loader_options)
+        batches = math.ceil(sampler.num_samples / micro)
+    steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
     total = args.max_steps or steps_per_epoch * args.num_train_epochs
 
-    task = build_task(args, model, tokenizer, references, output_dir, info).to(device)
+    modules = {p.name: p.module(model, tokenizer, output_dir, info) for p in tasks}
+    task = (multitask.MultiTask(model, modules) if several else modules[tasks[0].name]).to(device)
     freeze_unused(task)
     if args.amp and not args.fp16:
         say("--amp without --fp16 trains in float32, as in VLP; --fp16 or --bf16 turn mixed "
@@ -143,9 +148,13 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     elif info.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+        # A multi-task step reaches one task's head: DDP must not wait for the others.
+        wrapped = DistributedDataParallel(
+            task, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=several)
+    heads = tuple(HEADS[p.name] for p in tasks if p.name in HEADS)
     optimizer = optim.build(args.optimizer, task, args.learning_rate, args.weight_decay,
-                            args.max_grad_norm, head="vqa_head.",
+                            args.max_grad_norm, head=heads or None,
                             head_lr=args.head_learning_rate, fp16=args.fp16)
     settings = LoopSettings(
         epochs=args.num_train_epochs, total_steps=total, max_steps=args.max_steps,
@@ -167,8 +176,10 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     if training is not None:
         trainer.load(training, resume)
     metrics.drop_after(position.step)
-    kind = "questions" if args.tasks == "vqa2" else "captions"
-    say(f"{len(dataset)} {kind} of {len(set(c.image_key for c in captions))} images; "
+    what = ", ".join(f"{len(d)} {p.noun}" + (f" ({p.name})" if several else "")
+                     for p, d in zip(tasks, datasets))
+    images = len({c.image_key for p in tasks for c in p.captions})
+    say(f"{what} of {images} images; "
         f"{info.world_size} process(es) x batch {args.train_batch_size}; {total} steps; "
         f"precision {precision}; device {device}" + ("; FSDP" if args.fsdp else ""))
     return trainer
@@ -179,30 +190,6 @@ def _finished(args, position: checkpoint.Position) -> bool:
     if args.max_steps and position.step >= args.max_steps:
         return True
     return position.epoch > args.num_train_epochs
-
-
-def build_task(args, model, tokenizer, references, output_dir: Path, info):
-    """Masked LM (pretraining, caption finetuning), VQA or SCST."""
-    if args.tasks == "vqa2":
-        return vqa.VQATask(model, args.mask_vqa_input, args.vis_mask_prob > 0,
-                           args.block_masked_regions)
-    if not args.scst:
-        return MaskedLMTask(model, args.label_smoothing, args.max_drop_worst_ratio,
-                            args.drop_after, args.vis_mask_prob > 0,
-                            args.block_masked_regions)
-    from vlp.decode import SearchSettings
-    from vlp.train.scst import CiderReward, ScstTask
-
-    reward = None
-    if args.scst_reward == "standard":
-        if info.is_main:
-            reward = CiderReward.from_captions(references, output_dir)
-        distributed.barrier()
-        if not info.is_main:
-            reward = CiderReward.from_captions(references, output_dir)
-    search = SearchSettings(eos_id=model.config.sep_token_id, max_length=args.max_len_b + 1)
-    return ScstTask(model, tokenizer, reward, search, args.scst_baseline, args.scst_samples,
-                    args.scst_reward)
 
 
 def _printer(info, logger):

@@ -16,20 +16,22 @@ NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
-                 head: str | None = None, head_lr: float | None = None) -> list[dict]:
-    """Decay / no-decay groups at `lr`; parameters whose name contains `head` form their
-    own pair of groups at `head_lr` when one is given."""
+                 head: str | tuple[str, ...] | None = None,
+                 head_lr: float | None = None) -> list[dict]:
+    """Decay / no-decay groups at `lr`; parameters whose name contains `head` (or one of
+    several) form their own pair of groups at `head_lr` when one is given."""
+    heads = (head,) if isinstance(head, str) else tuple(head or ())
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            in_head = head_lr is not None and head is not None and head in name
+            in_head = head_lr is not None and any(h in name for h in heads)
             groups.setdefault((in_head, any(n in name for n in NO_DECAY)), []).append(p)
     return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
              "lr": head_lr if in_head else lr}
             for (in_head, no_decay), params in sorted(groups.items())]
 
 
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | None = None,
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | tuple[str, ...] | None = None,
           head_lr: float | None = None) -> torch.optim.AdamW:
     """AdamW (eps 1e-6 as BertAdam; with the bias correction BertAdam lacked); `head`
     names the parameters trained at `head_lr` (see param_groups).
@@ -44,7 +46,7 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head: str | No
 
 
 def bert_adam(model: torch.nn.Module, lr: float, weight_decay: float, max_grad_norm: float,
-              head: str | None = None, head_lr: float | None = None,
+              head: str | tuple[str, ...] | None = None, head_lr: float | None = None,
               fp16: bool = False) -> BertAdam:
     """VLP's optimizer: BertAdam (no bias correction, eps 1e-6 added to sqrt(v), decoupled
     weight decay, each gradient tensor clipped to `max_grad_norm`). `fp16` is VLP's
@@ -58,7 +60,7 @@ def bert_adam(model: torch.nn.Module, lr: float, weight_decay: float, max_grad_n
 
 
 def build(kind: str, model: torch.nn.Module, lr: float, weight_decay: float,
-          max_grad_norm: float, head: str | None = None, head_lr: float | None = None,
+          max_grad_norm: float, head: str | tuple[str, ...] | None = None, head_lr: float | None = None,
           fp16: bool = False) -> torch.optim.Optimizer:
     """`--optimizer` `kind`: "bertadam" clips inside the optimizer; with "adamw" the
     training loop clips the global norm at `max_grad_norm`."""

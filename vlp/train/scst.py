@@ -130,7 +130,7 @@ class ScstTask(nn.Module):
     rewards them by `recipe` (see the module), and returns the policy-gradient loss with
     the reward figures."""
 
-    unused_parts = ("vqa_head",)
+    heads = ("mlm_head",)
 
     def __init__(self, model, tokenizer, reward: CiderReward | None, settings: SearchSettings,
                  baseline: str = "greedy", samples: int = 1, recipe: str = "vlp"):

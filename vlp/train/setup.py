@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vlp.data.captions import Caption, read_captions, read_valid_jpgs
+from vlp.data.grounding import GroundingDataset
 from vlp.data.mapped import KeyColumn, SoftTargets
 from vlp.data.region_text import RegionTextDataset, TextSettings
 from vlp.data.tokens import TokenizedTexts, WhitespaceTokenizer, cached_tokenize, load_tokenizer
@@ -65,13 +66,14 @@ def check_vocabulary(tok_dir: Path, source) -> None:
                        "directory the checkpoint was trained from (or leave --bert_model out)")
 
 
-def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> TokenizedTexts:
-    """Tokenised once by the main rank into output_dir/cache; the others read the cache."""
+def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier,
+                      cache: Path | None = None) -> TokenizedTexts:
+    """Tokenised once by the main rank into `cache` (output_dir/cache); the others read it."""
     tokenizer = load_tokenizer(tok_dir, args.do_lower_case)
     # VLP's --tokenized_input split the captions on spaces; ids still come from the vocabulary.
     splitter = WhitespaceTokenizer(tokenizer) if args.tokenized_input else tokenizer
     texts = [c.text for c in captions]
-    cache = Path(args.output_dir) / "cache"
+    cache = cache or Path(args.output_dir) / "cache"
     if is_main:
         tokens = cached_tokenize(splitter, texts, cache)
     barrier()
@@ -80,19 +82,24 @@ def tokenize_captions(args, captions, tok_dir: Path, is_main: bool, barrier) -> 
     return tokens, tokenizer
 
 
-def build_dataset(args, tokens, captions, store, config, targets=None) -> RegionTextDataset:
+def build_dataset(args, tokens, captions, store, config, targets=None,
+                  boxes=None, cache: Path | None = None) -> RegionTextDataset:
     """The training examples; image keys and VQA targets are memory-mapped from
-    output_dir/cache as the tokens are, so DataLoader workers share one copy."""
+    output_dir/cache as the tokens are, so DataLoader workers share one copy. With
+    `boxes` (the referents of --tasks refcoco, [N, 4]) each example carries its regions'
+    IoU with its referent."""
     text = TextSettings(sep_id=config.sep_token_id, vocab_size=config.vocab_size,
                         max_len_b=args.max_len_b, always_truncate_tail=args.always_truncate_tail,
                         max_pred=max(args.max_pred, 1), seed=args.seed)
-    cache = Path(args.output_dir) / "cache"
+    cache = cache or Path(args.output_dir) / "cache"
     keys = KeyColumn.of([c.image_key for c in captions]).mapped(cache, "keys")
     if targets is not None:
         targets = SoftTargets.of(targets).mapped(cache, "targets")
-    return RegionTextDataset(tokens, keys, store,
-                             args.len_vis_input, text, args.box_norm, targets,
-                             config.region_box_octaves, args.vis_mask_prob)
+    common = (tokens, keys, store, args.len_vis_input, text, args.box_norm, targets,
+              config.region_box_octaves, args.vis_mask_prob)
+    if boxes is not None:
+        return GroundingDataset(*common, boxes=boxes)
+    return RegionTextDataset(*common)
 
 
 def build_model(args, dims: RegionDims, resume_dir: Path | None) -> UnifiedVLP:

@@ -8,11 +8,15 @@ from torch import nn
 from vlp.model import MaskDraws, UnifiedVLP
 
 
+HEADS = ("mlm_head", "vqa_head", "grounding_head")
+
+
 def freeze_unused(task: nn.Module) -> None:
-    """Freeze the model's parts that the task's loss never reaches (`task.unused_parts`:
-    the masked-LM head in VQA, the VQA head in captioning). DDP would otherwise wait for
-    their gradients forever, and the optimizer left them as they were anyway, having none."""
-    names = list(task.unused_parts)
+    """Freeze the model's heads that the task's loss never reaches (those not in
+    `task.heads`: the masked-LM head in VQA, the VQA head in captioning...). DDP would
+    otherwise wait for their gradients forever, and the optimizer left them as they were
+    anyway, having none."""
+    names = [h for h in HEADS if h not in task.heads]
     if not getattr(task, "masks_regions", False):
         names.append("pooler")  # only the masked-region loss (--vis_mask_prob) reads it
     for name in names:
@@ -25,7 +29,7 @@ class MaskedLMTask(nn.Module):
     """VLP's pretraining and caption finetuning objective: masked LM over the caption,
     each example seq2seq or bidirectional by its own draw (s2s_prob)."""
 
-    unused_parts = ("vqa_head",)
+    heads = ("mlm_head",)
 
     def __init__(self, model: UnifiedVLP, label_smoothing: float = 0.0,
                  drop_worst: float = 0.0, drop_after: int = 6, masks_regions: bool = False,

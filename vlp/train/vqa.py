@@ -102,12 +102,13 @@ def with_answer_head(model: UnifiedVLP, answers: int, source) -> UnifiedVLP:
 
 
 class VQATask(nn.Module):
-    unused_parts = ("mlm_head",)
+    heads = ("vqa_head",)
 
     def __init__(self, model: UnifiedVLP, mask_input: bool, masks_regions: bool = False,
-                 block_masked: bool = False):
+                 block_masked: bool = False, s2s_prob: float | None = None):
         super().__init__()
         self.model, self.mask_input = model, mask_input
+        self.s2s_prob = s2s_prob  # None: the model's (--s2s_prob); a multi-task run's 0
         self.masks_regions = masks_regions  # batches carry region_masked (--vis_mask_prob)
         self.block_masked = block_masked    # --block_masked_regions
 
@@ -120,7 +121,7 @@ class VQATask(nn.Module):
         # VLP drew each training example's objective by --s2s_prob / --bi_prob for VQA too
         # (its README passes --s2s_prob 0 --bi_prob 1: with seq2seq, [CLS] and the first
         # [SEP] the answer is read from see only the image).
-        s2s = s2s_draw < self.model.config.s2s_prob
+        s2s = s2s_draw < (self.model.config.s2s_prob if self.s2s_prob is None else self.s2s_prob)
         hidden, parts = self.model.encode(text_ids, text_lengths, region_features,
                                           region_locations, num_regions, s2s,
                                           region_masked=region_masked,

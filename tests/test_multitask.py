@@ -1,0 +1,161 @@
+"""One model trained on captions, VQA and localization at once (`--tasks img2txt,vqa2,
+refcoco`): the batch order, two gloo ranks against one process, exact resume, one
+checkpoint every task evaluates from, and the flags' errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+
+import pytest
+
+from test_grounding import refcoco_of_store
+from test_train_runs import free_port, max_diff, ranks, weights, with_batch
+from train_fixtures import make_inputs, train_argv, vqa_files
+from vlp.cli.eval_grounding import main as grounding_main
+from vlp.cli.eval_vqa import main as vqa_main
+from vlp.errors import VLPError
+from vlp.model import UnifiedVLP
+from vlp.train.args import build_parser, check
+from vlp.train.log import read_metrics
+from vlp.train.main import main as train_main
+from vlp.train.multitask import TaskBatches
+
+TASKS = "img2txt,vqa2,refcoco"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multitask")
+    data = make_inputs(root, images=16)
+    data["vqa"] = vqa_files(root, data["features"], 16)
+    data["refs"] = refcoco_of_store(root, data["features"], images=16)  # 8 train images
+    return data
+
+
+def multi_argv(inputs, out, *extra) -> list[str]:
+    argv = train_argv(inputs, out, "--tasks", TASKS, "--vqa_annotations",
+                      str(inputs["vqa"]["annotations"]), "--image_map", str(inputs["src"]),
+                      "--num_train_epochs", "2", "--log_steps", "1", "--deterministic", *extra)
+    at = argv.index("--src_file") + 1
+    argv[at:at + 1] = [f"img2txt:{inputs['src']}", f"vqa2:{inputs['vqa']['questions']}",
+                       f"refcoco:{inputs['refs']}"]
+    return argv
+
+
+def test_batches_visit_each_example_once_and_every_rank_runs_the_same_task():
+    sizes, micro = [10, 8, 4], 2
+    one = TaskBatches(sizes, 2 * micro, seed=5)
+    shards = [TaskBatches(sizes, micro, 2, rank, seed=5) for rank in (0, 1)]
+
+    def task_of(i):
+        return 0 if i < 10 else 1 if i < 18 else 2
+
+    orders = []
+    for epoch in (0, 1):
+        for sampler in (one, *shards):
+            sampler.set_position(epoch, 0)
+        plan = one.plan()
+        assert sorted(i for b in plan for i in b) == list(range(22))  # each once
+        assert all(len({task_of(i) for i in b}) == 1 for b in plan)  # one task a batch
+        orders.append([task_of(b[0]) for b in plan])
+        # Rank 0's and rank 1's batches together are the one process's, step by step.
+        by_rank = [s.plan() for s in shards]
+        assert len(by_rank[0]) == len(by_rank[1]) == len(plan) == 3 + 2 + 1
+        for whole, a, b in zip(plan, *by_rank):
+            assert sorted(whole) == sorted(a + b)
+    assert orders[0] != orders[1]  # the order is drawn again each epoch
+    # Resumed at batch 2, the rest of the epoch is the uninterrupted one's.
+    one.set_position(1, 2 * 2 * micro)
+    full = TaskBatches(sizes, 2 * micro, seed=5)
+    full.set_position(1, 0)
+    assert list(one) == full.plan()[2:] and len(one) == len(full.plan()) - 2
+
+
+def test_task_weights_draw_each_steps_task_by_weight():
+    sampler = TaskBatches([400, 400], 1, seed=0, weights=[3.0, 1.0])
+    drawn = Counter(i >= 400 for b in sampler.plan() for i in b)
+    assert len(sampler) == 800 and 0.70 < drawn[False] / 800 < 0.80
+
+
+@pytest.fixture(scope="module")
+def trained(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("multi") / "run"
+    assert train_main(multi_argv(inputs, out)) == 0
+    return out
+
+
+def test_one_checkpoint_holds_every_head_and_each_task_is_evaluated_from_it(inputs, trained,
+                                                                           tmp_path):
+    rows = read_metrics(trained)
+    # An epoch: 32 captions, 32 questions and 16 expressions in batches of 8.
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    seen = Counter(k for r in rows for k in r if k.endswith("_loss"))
+    assert set(seen) == {"img2txt_loss", "vqa2_loss", "refcoco_loss"}
+    model = UnifiedVLP.from_pretrained(trained / "model.2")
+    vocab = json.loads((trained / "model.2" / "answer_vocab.json").read_text())["answers"]
+    assert model.config.grounding and model.config.vqa_answers == len(vocab) > 1
+    assert vqa_main(["--model_recover_path", str(trained / "model.2"),
+                     "--src_file", str(inputs["vqa"]["questions"]),
+                     "--vqa_annotations", str(inputs["vqa"]["annotations"]),
+                     "--image_map", str(inputs["src"]), "--features", str(inputs["features"]),
+                     "--len_vis_input", "8", "--no_progress", "--num_workers", "0",
+                     "--split", "train", "--output_dir", str(tmp_path)]) == 0
+    assert (tmp_path / "model.2.train.vqa_metrics.json").is_file()
+    assert grounding_main(["--model_recover_path", str(trained / "model.2"),
+                           "--src_file", str(inputs["refs"]), "--split", "val",
+                           "--features", str(inputs["features"]), "--len_vis_input", "8",
+                           "--no_progress", "--num_workers", "0",
+                           "--output_dir", str(tmp_path)]) == 0
+    assert (tmp_path / "model.2.val.grounding_metrics.json").is_file()
+
+
+def test_two_ranks_equal_one_process_with_the_doubled_batch(inputs, trained, tmp_path):
+    procs = ranks(with_batch(multi_argv(inputs, tmp_path / "two"), 4), 2, free_port(),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    assert max_diff(weights(trained, "model.2"), weights(tmp_path / "two", "model.2")) <= 1e-6
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(inputs, trained, tmp_path,
+                                                                     monkeypatch):
+    from vlp.train.loop import Trainer
+
+    out = tmp_path / "run"
+    after_step = Trainer._after_step
+
+    def stop_at_step_8(self, bar):
+        after_step(self, bar)
+        if self.pos.step == 8:
+            raise Crash
+
+    monkeypatch.setattr(Trainer, "_after_step", stop_at_step_8)
+    with pytest.raises(Crash):
+        train_main(multi_argv(inputs, out, "--save_steps", "5"))
+    monkeypatch.undo()
+    assert (out / "step.5").is_dir() and not (out / "model.1").exists()
+    assert train_main(multi_argv(inputs, out, "--save_steps", "5")) == 0
+    assert max_diff(weights(trained, "model.2"), weights(out, "model.2")) == 0.0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.__setitem__(a.index("--src_file") + 1, "dataset_toy.json"),
+     "each file names its task, as img2txt:FILE"),
+    (lambda a: a.__setitem__(a.index("--tasks") + 1, "img2txt,vqa2,refcoco,vqa2"),
+     "names a task twice"),
+    (lambda a: a.__setitem__(a.index("--tasks") + 1, "img2txt,gqa"), "gqa is not one of"),
+    (lambda a: a.extend(["--task_weights", "1", "2"]), "one positive weight per task"),
+    (lambda a: a.extend(["--fsdp"]), "--fsdp trains one task"),
+])
+def test_flags_that_do_not_fit_several_tasks_are_named(inputs, tmp_path, change, message):
+    argv = multi_argv(inputs, tmp_path / "run")
+    change(argv)
+    with pytest.raises(VLPError, match=message):
+        check(build_parser().parse_args(argv))
