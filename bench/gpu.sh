@@ -282,7 +282,23 @@ step eval-vqa 120 vqa-train vqa "$OUT/eval_vqa" -- "$PY" -m vlp eval-vqa \
     --vqa_annotations "$ANN/vqa/v2_toy_test_annotations.json" "${VQA_FILES[@]}" \
     --split test --batch_size 64 --num_workers 2 --no_progress --output_dir "$OUT/eval_vqa"
 
-# 8. the benchmarks
+# 8. localization and all three tasks in one DDP run on every GPU (one task a step on every
+#    rank: the heads a step leaves unused must not stall NCCL), then Acc@0.5 from its
+#    checkpoint
+step multitask 180 extract,tiny-bert train "$OUT/multitask" -- "${TORCHRUN[@]}" \
+    -m vlp.run_img2txt_dist --output_dir "$OUT/multitask" --bert_model "$BERT" --from_scratch \
+    --tasks img2txt,vqa2,refcoco --src_file "img2txt:$ANN/dataset_toy.json" \
+    "vqa2:$ANN/vqa/v2_OpenEnded_toy_train_questions.json" "refcoco:$ANN/refcoco_toy/refs(unc).p" \
+    --vqa_annotations "$ANN/vqa/v2_toy_train_annotations.json" "${VQA_FILES[@]}" \
+    --do_train --do_lower_case --new_segment_ids --s2s_prob 1 --bi_prob 0 --max_len_b 20 \
+    --learning_rate 1e-4 --head_learning_rate 1e-3 --train_batch_size 32 --num_train_epochs 1 \
+    --num_workers 2 --log_steps 5 --no_progress --bf16
+step eval-grounding 120 multitask grounding "$OUT/eval_grounding" -- "$PY" -m vlp eval-grounding \
+    --model_recover_path "$OUT/multitask/model.1" --src_file "$ANN/refcoco_toy/refs(unc).p" \
+    --split val --features "$REGIONS" --len_vis_input 12 --do_lower_case --batch_size 64 \
+    --num_workers 2 --no_progress --output_dir "$OUT/eval_grounding"
+
+# 9. the benchmarks
 step bench-train 180 - bench-train - -- "$PY" bench/train_step.py --device "$DEVICE" --bf16 \
     "${BENCH_TRAIN[@]}"
 step bench-decode 120 - bench-decode - -- "$PY" bench/decode.py --device "$DEVICE" \

@@ -70,7 +70,8 @@ def _yes(flag: bool) -> str:
 
 # -- tiny-bert ---------------------------------------------------------------------------
 def toyworld_texts(root: Path) -> list[str]:
-    """Every caption, alt-text and question ToyWorld wrote under `root`."""
+    """Every caption, alt-text, question and referring expression ToyWorld wrote under
+    `root`."""
     ann = root / "annotations"
     texts = []
     for name in ("dataset_toy.json", "dataset_cc_toy.json"):
@@ -79,6 +80,11 @@ def toyworld_texts(root: Path) -> list[str]:
                 texts += [s["raw"] for s in image["sentences"]]
     for path in sorted((ann / "vqa").glob("*_questions.json")):
         texts += [q["question"] for q in json.loads(path.read_text())["questions"]]
+    if (ann / "refcoco_toy" / "refs(unc).p").is_file():
+        from vlp.data.refer import read_refer
+
+        refer = read_refer(ann, "refcoco_toy", "unc")
+        texts += [s.sent for r in refer.refs() for s in r.sentences]
     if not texts:
         raise SystemExit(f"tiny-bert: no captions or questions under {ann}")
     return texts
@@ -206,6 +212,14 @@ def figure_vqa(log, path):
     return f"accuracy {metrics['overall']:.2f}%" if "overall" in metrics else ""
 
 
+def figure_grounding(log, path):
+    metrics = _json(str(Path(path) / "*.grounding_metrics.json"))
+    if "accuracy" not in metrics:
+        return ""
+    return (f"Acc@0.5 {metrics['accuracy']:.2f}% of {metrics['expressions']} expressions "
+            f"(regions reach {metrics['upper_bound']:.1f}%)")
+
+
 _DECODE_ROW = re.compile(r"^\s+(greedy|beam \d+)\s+cache\s+([\d.]+) captions/s"
                          r".*speed-up\s+([\d.]+)x")
 _BENCH_ROW = re.compile(r"^(.+?)\s+([\d.]+)/s\s+([\d.]+)/s\s+([\d.]+)x\s+([\d.]+)\s+([\d.]+)")
@@ -244,6 +258,7 @@ def figure_bench_extract(log, _):
 FIGURES = {"env": figure_env, "nvidia-smi": figure_nvidia_smi, "toyworld": figure_toyworld,
            "detector": figure_detector, "convert": figure_convert, "extract": figure_extract,
            "train": figure_train, "decode": figure_decode, "vqa": figure_vqa, "last": figure_last,
+           "grounding": figure_grounding,
            "bench-train": figure_bench_train, "bench-decode": figure_bench_decode,
            "bench-extract": figure_bench_extract}
 

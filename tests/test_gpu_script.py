@@ -183,7 +183,7 @@ def test_dry_run_trains_in_fp16_bf16_ddp_and_fsdp(listed):
     import torch
 
     gpus = str(torch.cuda.device_count() or 1)
-    ddp = [hit for hit in find(listed, "torchrun") if "--fsdp" not in hit[1]]
+    ddp = [hit for hit in find(listed, "torchrun", tasks="img2txt") if "--fsdp" not in hit[1]]
     assert len(ddp) == 1, ddp
     ddp_launch = ddp[0][2][0]
     fsdp_i, _, (fsdp_launch, fsdp) = one(listed, "torchrun", fsdp=True, bf16=True)
@@ -209,6 +209,17 @@ def test_dry_run_decodes_and_answers_vqa_from_checkpoints_it_trains(listed):
     eval_i, _, ev = one(listed, "eval-vqa")
     assert Path(ev.model_recover_path).parent == Path(vqa.output_dir) and vqa_i < eval_i
     assert ev.vqa_annotations
+
+
+def test_dry_run_trains_three_tasks_on_every_gpu_and_locates_from_the_checkpoint(listed):
+    import torch
+
+    multi_i, _, (launch, multi) = one(listed, "torchrun", tasks="img2txt,vqa2,refcoco")
+    assert launch.nproc_per_node == str(torch.cuda.device_count() or 1) and multi.bf16
+    assert {f.split(":", 1)[0] for f in multi.src_file} == {"img2txt", "vqa2", "refcoco"}
+    ground_i, _, ground = one(listed, "eval-grounding")
+    assert Path(ground.model_recover_path).parent == Path(multi.output_dir)
+    assert multi_i < ground_i and ground.src_file == multi.src_file[-1].split(":", 1)[1]
 
 
 def test_dry_run_ends_with_the_three_gpu_benchmarks(listed):

@@ -89,6 +89,20 @@ def test_the_api_answers_as_vlp_caption_and_vlp_ask(client, bundle_dir, images, 
     assert len(expected["candidates"]) == 4
 
 
+def test_the_api_locates_as_vlp_locate(client, bundle_dir, images, capsys):
+    expression = "the small red circle"
+    assert main(["locate", str(images[0]), expression, "--bundle", str(bundle_dir), "--json",
+                 "--top", "2"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    got = client.post("/api/locate", files=upload(images[0]),
+                      data={"expression": expression, "top": "2"})
+    assert got.status_code == 200, got.text
+    assert without(got.json(), "width", "height") == without(expected, "image")
+    assert expected["box"] == expected["candidates"][0]["box"]
+    blank = client.post("/api/locate", files=upload(images[0]), data={"expression": "  "})
+    assert blank.status_code == 422 and "expression" in blank.json()["error"]
+
+
 def test_vlp_caption_prints_the_k_best_only_when_asked(bundle_dir, images, capsys):
     toy = str(images[0])
     assert main(["caption", toy, "--bundle", str(bundle_dir), "--json"]) == 0
@@ -205,7 +219,7 @@ def test_example_images_are_served_by_index_never_by_path(client, bundle_dir):
                 "/static/..%2F..%2Fbundle.py", "/static/index.html"):
         got = client.get(url)
         assert got.status_code in (404, 422) and "error" in got.json(), url
-    assert client.get("/api/health").json()["tasks"] == ["caption", "ask"]
+    assert client.get("/api/health").json()["tasks"] == ["caption", "ask", "locate"]
 
 
 def test_the_server_listens_on_loopback_unless_told_otherwise(capsys):
@@ -360,6 +374,16 @@ def test_the_page_captions_answers_and_draws_the_regions(server, browser, images
     shown = [li.find_element(By.CLASS_NAME, "text").text
              for li in browser.find_elements(By.CSS_SELECTOR, "#answers li")]
     assert shown == [c["answer"] for c in answer["candidates"]]
+
+    located = httpx.post(url + "api/locate", files=upload(toy),
+                         data={"expression": "the red circle"}, timeout=120).json()
+    browser.find_element(By.ID, "expression").send_keys("the red circle")
+    browser.find_element(By.ID, "locate-button").click()
+    x1, y1, x2, y2 = located["box"]
+    numbers = ", ".join(f"{v:g}" for v in located["box"])  # as JavaScript prints them
+    assert _text(browser, "located") == f"{located['candidates'][0]['label']} at [{numbers}]"
+    found = browser.find_element(By.ID, "found")
+    assert [float(found.get_attribute(k)) for k in ("x", "y")] == [x1, y1]
 
     notes = tmp_path / "notes.jpg"
     notes.write_text("a shopping list, not a picture\n")

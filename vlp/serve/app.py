@@ -2,9 +2,9 @@
 
 Routes: `GET /` (the page) and `/static/<asset>` (its CSS and JS, read at start-up),
 `GET /api/health`, `GET /api/examples` and `/api/examples/<i>/image` (example images,
-read at start-up, by index), `POST /api/caption`, `POST /api/ask`. A task the bundle
-adds (a localization head: `POST /api/locate`) is one more route here, one more entry
-in `BundleModels.tasks` and one more panel in the page. Uploads are decoded on the
+read at start-up, by index), `POST /api/caption`, `POST /api/ask`, `POST /api/locate`
+(when the bundle has a localization model). A task is one route here, one entry in
+`BundleModels.tasks` and one panel in the page. Uploads are decoded on the
 server's thread pool, and the model calls queue for the models' own thread.
 Errors are JSON `{"error": "<one line>"}` with a 4xx status.
 """
@@ -112,6 +112,20 @@ def _model_routes(app: FastAPI, models: BundleModels, max_pixels: int) -> None:
             raise HTTPException(422, f"top {top}: between 1 and {MAX_TOP}")
         pixels = await _pixels(image, max_pixels)
         return await asyncio.wrap_future(models.ask(pixels, question, top))
+
+
+    @app.post("/api/locate")
+    async def locate(image: UploadFile = File(...), expression: str = Form(...),
+                     top: int = Form(3)):
+        if models.locator is None:
+            raise HTTPException(404, "this bundle has no localization model")
+        expression = expression.strip()
+        if not expression or len(expression) > MAX_QUESTION_CHARS:
+            raise HTTPException(422, f"expression: between 1 and {MAX_QUESTION_CHARS} characters")
+        if not 1 <= top <= MAX_TOP:
+            raise HTTPException(422, f"top {top}: between 1 and {MAX_TOP}")
+        pixels = await _pixels(image, max_pixels)
+        return await asyncio.wrap_future(models.locate(pixels, expression, top))
 
 
 async def _pixels(image: UploadFile, max_pixels: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""A bundle's caption and VQA models for a server: decoded pixels in, JSON-ready dicts out.
+"""A bundle's caption, VQA and localization models for a server: decoded pixels in, JSON-ready dicts out.
 
 The models load and run on one thread of their own, so the server's requests never use
 them at the same time (they share the detector and the decoding cache) and torch always
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlp.bundle import Bundle, ImageAnswerer, ImageCaptioner
+from vlp.bundle import Bundle, ImageAnswerer, ImageCaptioner, ImageLocator
 
 EXAMPLE_COUNT = 4
 
@@ -33,7 +33,7 @@ class Example:
 
 
 class BundleModels:
-    """`caption` and `ask` return Futures: `.result()` them, or await
+    """`caption`, `ask` and `locate` return Futures: `.result()` them, or await
     `asyncio.wrap_future(...)` in a server."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu"):
@@ -44,6 +44,7 @@ class BundleModels:
     def _load(self, bundle: Bundle, device: str) -> None:
         self.captioner = ImageCaptioner(bundle, device)
         self.answerer = ImageAnswerer(bundle, device) if bundle.vqa_model else None
+        self.locator = ImageLocator(bundle, device) if bundle.grounding_model else None
 
     @property
     def beam_size(self) -> int:
@@ -51,8 +52,9 @@ class BundleModels:
 
     @property
     def tasks(self) -> list[str]:
-        """The routes this bundle can serve (a localization head would add "locate")."""
-        return ["caption"] + (["ask"] if self.answerer else [])
+        """The routes this bundle can serve."""
+        return (["caption"] + (["ask"] if self.answerer else [])
+                + (["locate"] if self.locator else []))
 
     def caption(self, pixels: np.ndarray, n_best: int) -> Future:
         """ImageCaptioner.caption_pixels, with the image's size."""
@@ -62,6 +64,10 @@ class BundleModels:
         """ImageAnswerer.ask_pixels, with the image's size."""
         return self._thread.submit(self._ask, pixels, question, top)
 
+    def locate(self, pixels: np.ndarray, expression: str, top: int) -> Future:
+        """ImageLocator.locate_pixels, with the image's size."""
+        return self._thread.submit(self._locate, pixels, expression, top)
+
     def _caption(self, pixels: np.ndarray, n_best: int) -> dict:
         result = self.captioner.caption_pixels(pixels, n_best)
         for entry in [result, *result["n_best"]]:
@@ -70,6 +76,9 @@ class BundleModels:
 
     def _ask(self, pixels: np.ndarray, question: str, top: int) -> dict:
         return {**self.answerer.ask_pixels(pixels, question, top), **_size(pixels)}
+
+    def _locate(self, pixels: np.ndarray, expression: str, top: int) -> dict:
+        return {**self.locator.locate_pixels(pixels, expression, top), **_size(pixels)}
 
     def close(self) -> None:
         self._thread.shutdown()

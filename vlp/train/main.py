@@ -22,10 +22,6 @@ from vlp.train.loop import LoopSettings, Trainer
 from vlp.train.tasks import freeze_unused
 
 
-# The parameters --head_learning_rate sets, by task.
-HEADS = {"vqa2": "vqa_head.", "refcoco": "grounding_head."}
-
-
 def main(argv: list[str] | None = None, prog: str = "vlp train") -> int:
     """Parse VLP's flags and train; expected errors print one line and return 2."""
     return run_script(build_parser(prog), lambda args: train(check(args)), argv)
@@ -152,7 +148,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
         wrapped = DistributedDataParallel(
             task, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=several)
-    heads = tuple(HEADS[p.name] for p in tasks if p.name in HEADS)
+    heads = tuple(p.new_head for p in tasks if p.new_head)
     optimizer = optim.build(args.optimizer, task, args.learning_rate, args.weight_decay,
                             args.max_grad_norm, head=heads or None,
                             head_lr=args.head_learning_rate, fp16=args.fp16)

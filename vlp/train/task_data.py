@@ -24,6 +24,7 @@ from vlp.train.tasks import MaskedLMTask
 class TaskData(ABC):
     name = ""
     noun = "examples"
+    new_head: str | None = None  # the parameters --head_learning_rate trains
 
     def __init__(self, args):
         self.args = args
@@ -90,7 +91,7 @@ class CaptionData(TaskData):
 
 class VQAData(TaskData):
     """VQA 2.0 questions with soft answer targets and the answer classifier."""
-    name, noun = "vqa2", "questions"
+    name, noun, new_head = "vqa2", "questions", "vqa_head."
 
     def load(self) -> list:
         self.captions, self.examples = vqa.load_questions(self.args)
@@ -127,7 +128,7 @@ class VQAData(TaskData):
 
 class GroundingData(TaskData):
     """Referring expressions with their referents' boxes and the localization head."""
-    name, noun = "refcoco", "expressions"
+    name, noun, new_head = "refcoco", "expressions", "grounding_head."
 
     def load(self) -> list:
         self.captions, self.expressions = grounding.load_expressions(self.args)

@@ -1,6 +1,6 @@
 // The page of `vlp serve`: no library, no network beyond this server's own API.
-// One panel per task in /api/health's "tasks"; a new task is one more panel (index.html)
-// and one more handler here, called like captionImage / askQuestion.
+// One panel per task in /api/health's "tasks"; a task is one panel (index.html) and one
+// handler here, called like captionImage / askQuestion / locateExpression.
 "use strict";
 
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
@@ -34,7 +34,8 @@ function showError(message) {
 }
 
 function clearResults() {
-  for (const id of ["caption", "n-best", "answer", "answers", "overlay", "region-count"]) {
+  for (const id of ["caption", "n-best", "answer", "answers", "located", "places", "overlay",
+                    "region-count"]) {
     $(id).replaceChildren();
   }
   $("region-label")?.remove();
@@ -154,6 +155,47 @@ function showAnswers(result) {
   $("answers").replaceChildren(...items);
 }
 
+async function locateExpression(event) {
+  event.preventDefault();
+  if (!state.image) {
+    showError("choose an image first");
+    return;
+  }
+  const token = state.token;
+  $("located").textContent = "";
+  $("places").replaceChildren();
+  try {
+    const result = await post("/api/locate", { expression: $("expression").value, top: 3 });
+    if (token !== state.token) return;
+    showError("");
+    showPlaces(result);
+  } catch (err) {
+    if (token === state.token) showError(err.message);
+  }
+}
+
+// The region found gets a thick box of its own over the detected ones.
+function showPlaces(result) {
+  const [x1, y1, x2, y2] = result.box;
+  $("located").textContent = `${result.candidates[0].label} at ` +
+    `[${x1}, ${y1}, ${x2}, ${y2}]`;
+  const items = result.candidates.map((c) => {
+    const bar = document.createElement("meter");
+    bar.min = 0;
+    bar.max = 1;
+    bar.value = c.probability;
+    return scoredItem(`${c.label} [${c.box.join(", ")}]`, c.probability.toFixed(3), bar);
+  });
+  $("places").replaceChildren(...items);
+  $("found")?.remove();
+  const rect = document.createElementNS(SVG, "rect");
+  rect.id = "found";
+  const attrs = { x: x1, y: y1, width: Math.max(x2 - x1, 1), height: Math.max(y2 - y1, 1) };
+  for (const [key, value] of Object.entries(attrs)) rect.setAttribute(key, value);
+  rect.setAttribute("vector-effect", "non-scaling-stroke");
+  $("overlay").append(rect);
+}
+
 async function showExamples() {
   const examples = await getJSON("/api/examples");
   const buttons = examples.map((ex) => {
@@ -188,6 +230,7 @@ async function start() {
     if (file) useImage(file, file.name);
   });
   $("ask-form").addEventListener("submit", askQuestion);
+  $("locate-form").addEventListener("submit", locateExpression);
   await showExamples();
   document.body.dataset.ready = "true";
 }
