@@ -232,8 +232,11 @@ class ImageLocator(_Regions):
         feats, locs, n = self.inputs(record)
         if int(n[0]) == 0:
             raise VLPError("the detector found no region in the image: nothing to point at")
+        import torch
+
         hidden = self.encode(expression, feats, locs, n)
-        probs = self.model.grounding_scores(hidden, feats.shape[1], n).softmax(-1)[0]
+        with torch.no_grad():
+            probs = self.model.grounding_scores(hidden, feats.shape[1], n).softmax(-1)[0]
         values, indices = probs.topk(min(top, int(n[0])))
         regions = self.describe(record, int(n[0]))
         found = [{**regions[int(i)], "probability": round(float(p), 3)}

@@ -65,7 +65,9 @@ def draw_located(image, box, label: str, out_path: Path, truth=None, scale: int 
         draw.rectangle([float(v) * scale for v in truth], outline="#f032e6", width=1)
     x1, y1, x2, y2 = (float(v) * scale for v in box)
     draw.rectangle([x1, y1, x2, y2], outline="#3cb44b", width=3)
-    draw.text((x1 + 2, max(y1 - 12, 0)), label, fill="#3cb44b")
+    # Above the box, moved left where it would run off the picture.
+    left = max(min(x1 + 2, image.width - draw.textlength(label) - 2), 0)
+    draw.text((left, max(y1 - 12, 0)), label, fill="#3cb44b")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     image.save(out_path)
