@@ -85,7 +85,7 @@ def apply_model_flags(model: UnifiedVLP, args, resume_dir: Path | None, source) 
                        "with the run's own flags, or start from its weights with "
                        "--model_recover_path and another --output_dir")
     model = with_positions(model, want["max_position_embeddings"])
-    task_idx = RELAX_TASK_INDEX["s2s" if args.tasks == "img2txt" else "bi"]
+    task_idx = RELAX_TASK_INDEX["s2s" if "img2txt" in args.tasks.split(",") else "bi"]
     model = fit_relax_projection(model, relax_projections(args), task_idx)
     if want["pooler"] and model.pooler is None:
         model = model.grown(pooler=True)
