@@ -75,7 +75,6 @@ class GroundingDataset(RegionTextDataset):
             raise ValueError("one referent box per expression")
         self.boxes = np.asarray(boxes, dtype=np.float32)
 
-    def __getitem__(self, i: int) -> dict:
-        example = super().__getitem__(i)
-        example["iou"] = region_iou(self.store[example["key"]], self.regions, self.boxes[i])
+    def complete(self, example: dict, record) -> dict:
+        example["iou"] = region_iou(record, self.regions, self.boxes[example["index"]])
         return example

@@ -162,7 +162,8 @@ class RegionTextDataset(Dataset):
         words = truncate(self.tokens[i], s.max_len_b, s.always_truncate_tail, rng)
         text = np.append(words.astype(np.int64), s.sep_id)
         key = self.image_keys[i]
-        features, locations = region_inputs(self.store[key], self.regions, self.box_norm,
+        record = self.store[key]
+        features, locations = region_inputs(record, self.regions, self.box_norm,
                                             self.box_frequencies)
         example = {
             "text": text, "key": key, "index": i, "features": features, "locations": locations,
@@ -176,6 +177,10 @@ class RegionTextDataset(Dataset):
             example["masked_regions"] = masked_regions(len(features), self.vis_mask_prob, rng)
         if self.targets is not None:
             example["target"] = self.targets[i]
+        return self.complete(example, record)
+
+    def complete(self, example: dict, record) -> dict:
+        """What a subclass adds to example i from its image's region record."""
         return example
 
 
