@@ -113,6 +113,19 @@ class _Regions:
                 torch.from_numpy(locs)[None].to(self.device),
                 torch.tensor([len(feats)], device=self.device))
 
+    def load_model(self, name: str, what: str) -> Path:
+        """The bundle's model `name` ("vqa_model", "grounding_model") and its tokenizer
+        into self.model and self.tokenizer; its directory."""
+        from vlp.data.tokens import load_tokenizer
+        from vlp.model import UnifiedVLP
+
+        if not getattr(self.bundle, name):
+            raise VLPError(f"--bundle {self.bundle.root}: the bundle has no {what} model")
+        model_dir = self.bundle.path(getattr(self.bundle, name))
+        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=self.device).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        return model_dir
+
     def encode(self, text: str, feats, locs, n):
         """The bidirectional encoder's output for `text` (cut to the bundle's max_length
         tokens) and the image's regions, as VQA and localization read it."""
@@ -171,16 +184,12 @@ class ImageAnswerer(_Regions):
     """Detector + VQA model: an image file and a question in, the answer out."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu"):
-        from vlp.data.tokens import load_tokenizer
         from vlp.eval.vqa_answers import AnswerVocab
-        from vlp.model import UnifiedVLP
 
         if not bundle.vqa_model:
             raise VLPError(f"--bundle {bundle.root}: the bundle has no VQA model")
         super().__init__(bundle, device)
-        model_dir = bundle.path(bundle.vqa_model)
-        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
-        self.tokenizer = load_tokenizer(model_dir)
+        model_dir = self.load_model("vqa_model", "VQA")
         self.vocab = AnswerVocab.load(model_dir / "answer_vocab.json")
 
     def ask(self, image_path: str | Path, question: str, top: int = 3) -> dict:
@@ -209,17 +218,12 @@ class ImageLocator(_Regions):
     region it names (box, probability over the image's regions) out."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu"):
-        from vlp.data.tokens import load_tokenizer
-        from vlp.model import UnifiedVLP
-
         if not bundle.grounding_model:
             raise VLPError(f"--bundle {bundle.root}: the bundle has no localization model")
         super().__init__(bundle, device)
-        model_dir = bundle.path(bundle.grounding_model)
-        self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
+        model_dir = self.load_model("grounding_model", "localization")
         if not self.model.config.grounding:
             raise VLPError(f"{model_dir}: no localization head (train one with --tasks refcoco)")
-        self.tokenizer = load_tokenizer(model_dir)
 
     def locate(self, image_path: str | Path, expression: str, top: int = 3) -> dict:
         return {"image": str(image_path),

@@ -51,12 +51,20 @@ def refer_location(path: str | Path) -> tuple[Path, str, str]:
 def read_expressions(path: str | Path, splits) -> list[Expression]:
     """Every sentence of the refs of `splits` (refer.py's split names) in `path`, a
     refs(<split_by>).p file with its instances.json beside it; file order."""
-    root, dataset, split_by = refer_location(path)
-    refer = read_refer(root, dataset, split_by)
+    return expressions_of(read_refer(*refer_location(path)), splits)
+
+
+def expressions_of(refer, splits) -> list[Expression]:
+    """Every sentence of the refs of `splits` in a read ReferDataset; file order."""
     chosen = [r for split in splits for r in refer.refs(split)]
     unique = list({r.ref_id: r for r in chosen}.values())
     return [Expression(image_key(r.file_name), r.ref_id, s.sent_id, s.sent, r.box, r.split, s.kind)
             for r in unique for s in r.sentences]
+
+
+def boxes_of(expressions: list[Expression]) -> np.ndarray:
+    """The referents' boxes [N, 4] float32, x1 y1 x2 y2 pixels."""
+    return np.array([e.box for e in expressions], dtype=np.float32).reshape(-1, 4)
 
 
 def region_iou(record, regions: int, box) -> np.ndarray:

@@ -21,16 +21,18 @@ from vlp.model.load import checkpoint_name
 
 
 def evaluate(args) -> list[dict]:
-    from vlp.data.grounding import read_expressions
+    from vlp.data.grounding import expressions_of, refer_location
+    from vlp.data.refer import read_refer
     from vlp.data.sources import keep_present, open_features
     from vlp.model.load import expand
 
     found = expand(args.model_recover_path)
+    refer = read_refer(*refer_location(args.src_file))
     store = open_features(args)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     by_split = {}
     for split in args.split:
-        expressions = read_expressions(args.src_file, [split])
+        expressions = expressions_of(refer, [split])
         if not expressions:
             raise VLPError(f"{args.src_file}: split {split} holds no expression")
         present = keep_present((e.image_key for e in expressions), store,
@@ -71,14 +73,14 @@ def locate(model, tokenizer, expressions, store, args, device) -> list[dict]:
     store key, the chosen region's box
     ([x, y, w, h] pixels), its score (softmax over the image's regions) and IoU with the
     referent, and the best IoU any region of the image reaches."""
-    from vlp.data.grounding import GroundingDataset
+    from vlp.data.grounding import GroundingDataset, boxes_of
     from vlp.data.region_text import TextSettings, collate
     from vlp.data.tokens import cached_tokenize
 
     tokens = cached_tokenize(tokenizer, [e.text for e in expressions], None)
     text = TextSettings(sep_id=model.config.sep_token_id, vocab_size=model.config.vocab_size,
                         max_len_b=args.max_len_b, always_truncate_tail=True, max_pred=1)
-    boxes = np.array([e.box for e in expressions], dtype=np.float32).reshape(-1, 4)
+    boxes = boxes_of(expressions)
     dataset = GroundingDataset(tokens, [e.image_key for e in expressions], store,
                                args.len_vis_input, text, args.box_norm,
                                box_frequencies=model.config.region_box_octaves, boxes=boxes)

@@ -103,29 +103,28 @@ def _model_routes(app: FastAPI, models: BundleModels, max_pixels: int) -> None:
 
     @app.post("/api/ask")
     async def ask(image: UploadFile = File(...), question: str = Form(...), top: int = Form(3)):
-        if models.answerer is None:
-            raise HTTPException(404, "this bundle has no VQA model")
-        question = question.strip()
-        if not question or len(question) > MAX_QUESTION_CHARS:
-            raise HTTPException(422, f"question: between 1 and {MAX_QUESTION_CHARS} characters")
-        if not 1 <= top <= MAX_TOP:
-            raise HTTPException(422, f"top {top}: between 1 and {MAX_TOP}")
+        question = _checked(models.answerer, "VQA", "question", question, top)
         pixels = await _pixels(image, max_pixels)
         return await asyncio.wrap_future(models.ask(pixels, question, top))
-
 
     @app.post("/api/locate")
     async def locate(image: UploadFile = File(...), expression: str = Form(...),
                      top: int = Form(3)):
-        if models.locator is None:
-            raise HTTPException(404, "this bundle has no localization model")
-        expression = expression.strip()
-        if not expression or len(expression) > MAX_QUESTION_CHARS:
-            raise HTTPException(422, f"expression: between 1 and {MAX_QUESTION_CHARS} characters")
-        if not 1 <= top <= MAX_TOP:
-            raise HTTPException(422, f"top {top}: between 1 and {MAX_TOP}")
+        expression = _checked(models.locator, "localization", "expression", expression, top)
         pixels = await _pixels(image, max_pixels)
         return await asyncio.wrap_future(models.locate(pixels, expression, top))
+
+
+def _checked(model, what: str, field: str, text: str, top: int) -> str:
+    """`text` stripped, once the bundle has the model and the text and `top` fit."""
+    if model is None:
+        raise HTTPException(404, f"this bundle has no {what} model")
+    text = text.strip()
+    if not text or len(text) > MAX_QUESTION_CHARS:
+        raise HTTPException(422, f"{field}: between 1 and {MAX_QUESTION_CHARS} characters")
+    if not 1 <= top <= MAX_TOP:
+        raise HTTPException(422, f"top {top}: between 1 and {MAX_TOP}")
+    return text
 
 
 async def _pixels(image: UploadFile, max_pixels: int) -> np.ndarray:

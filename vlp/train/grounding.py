@@ -11,7 +11,6 @@ regions. `--src_file` names the refs(<split_by>).p file, with instances.json bes
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,10 +32,6 @@ def load_expressions(args) -> tuple[list[Caption], list[Expression]]:
         keep = set(list(dict.fromkeys(e.image_key for e in expressions))[:args.use_num_imgs])
         expressions = [e for e in expressions if e.image_key in keep]
     return [Caption(e.image_key, e.ref_id, e.text) for e in expressions], expressions
-
-
-def boxes_of(expressions: list[Expression]) -> np.ndarray:
-    return np.array([e.box for e in expressions], dtype=np.float32).reshape(-1, 4)
 
 
 def with_grounding_head(model: UnifiedVLP) -> UnifiedVLP:

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from functools import partial
 from pathlib import Path
 
+from vlp.data.grounding import boxes_of
 from vlp.data.region_text import collate
 from vlp.train import distributed, grounding, setup, vqa
 from vlp.train.tasks import MaskedLMTask
@@ -143,7 +144,7 @@ class GroundingData(TaskData):
 
     def dataset(self, tokens, store, config, cache: Path):
         return setup.build_dataset(self.args, tokens, self.captions, store, config,
-                                   boxes=grounding.boxes_of(self.expressions), cache=cache)
+                                   boxes=boxes_of(self.expressions), cache=cache)
 
     def module(self, model, tokenizer, output_dir: Path, info):
         return grounding.GroundingTask(model)

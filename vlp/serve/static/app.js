@@ -1,6 +1,6 @@
 // The page of `vlp serve`: no library, no network beyond this server's own API.
-// One panel per task in /api/health's "tasks"; a task is one panel (index.html) and one
-// handler here, called like captionImage / askQuestion / locateExpression.
+// One panel per task in /api/health's "tasks"; a task is one panel (index.html) and, here,
+// a `submitter` for its form and a function that shows its result.
 "use strict";
 
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
@@ -124,54 +124,41 @@ function showLabel(text, left, top) {
   $("stage").append(label);
 }
 
-async function askQuestion(event) {
-  event.preventDefault();
-  if (!state.image) {
-    showError("choose an image first");
-    return;
-  }
-  const token = state.token;
-  $("answer").textContent = "";
-  $("answers").replaceChildren();
-  try {
-    const result = await post("/api/ask", { question: $("question").value, top: 3 });
-    if (token !== state.token) return;
-    showError("");
-    showAnswers(result);
-  } catch (err) {
-    if (token === state.token) showError(err.message);
-  }
+// A form of a panel: post its text field to `path`, clear `outputs` first, then `show`.
+function submitter(path, field, outputs, show) {
+  return async (event) => {
+    event.preventDefault();
+    if (!state.image) {
+      showError("choose an image first");
+      return;
+    }
+    const token = state.token;
+    for (const id of outputs) $(id).replaceChildren();
+    try {
+      const result = await post(path, { [field]: $(field).value, top: 3 });
+      if (token !== state.token) return;
+      showError("");
+      show(result);
+    } catch (err) {
+      if (token === state.token) showError(err.message);
+    }
+  };
+}
+
+// A bar for a probability.
+function meter(value) {
+  const bar = document.createElement("meter");
+  bar.min = 0;
+  bar.max = 1;
+  bar.value = value;
+  return bar;
 }
 
 function showAnswers(result) {
   $("answer").textContent = result.answer;
-  const items = result.candidates.map((c) => {
-    const bar = document.createElement("meter");
-    bar.min = 0;
-    bar.max = 1;
-    bar.value = c.score;
-    return scoredItem(c.answer, c.score.toFixed(3), bar);
-  });
+  const items = result.candidates.map((c) =>
+    scoredItem(c.answer, c.score.toFixed(3), meter(c.score)));
   $("answers").replaceChildren(...items);
-}
-
-async function locateExpression(event) {
-  event.preventDefault();
-  if (!state.image) {
-    showError("choose an image first");
-    return;
-  }
-  const token = state.token;
-  $("located").textContent = "";
-  $("places").replaceChildren();
-  try {
-    const result = await post("/api/locate", { expression: $("expression").value, top: 3 });
-    if (token !== state.token) return;
-    showError("");
-    showPlaces(result);
-  } catch (err) {
-    if (token === state.token) showError(err.message);
-  }
 }
 
 // The region found gets a thick box of its own over the detected ones.
@@ -179,13 +166,9 @@ function showPlaces(result) {
   const [x1, y1, x2, y2] = result.box;
   $("located").textContent = `${result.candidates[0].label} at ` +
     `[${x1}, ${y1}, ${x2}, ${y2}]`;
-  const items = result.candidates.map((c) => {
-    const bar = document.createElement("meter");
-    bar.min = 0;
-    bar.max = 1;
-    bar.value = c.probability;
-    return scoredItem(`${c.label} [${c.box.join(", ")}]`, c.probability.toFixed(3), bar);
-  });
+  const items = result.candidates.map((c) =>
+    scoredItem(`${c.label} [${c.box.join(", ")}]`, c.probability.toFixed(3),
+               meter(c.probability)));
   $("places").replaceChildren(...items);
   $("found")?.remove();
   const rect = document.createElementNS(SVG, "rect");
@@ -229,8 +212,10 @@ async function start() {
     const file = $("file").files[0];
     if (file) useImage(file, file.name);
   });
-  $("ask-form").addEventListener("submit", askQuestion);
-  $("locate-form").addEventListener("submit", locateExpression);
+  $("ask-form").addEventListener("submit",
+    submitter("/api/ask", "question", ["answer", "answers"], showAnswers));
+  $("locate-form").addEventListener("submit",
+    submitter("/api/locate", "expression", ["located", "places"], showPlaces));
   await showExamples();
   document.body.dataset.ready = "true";
 }
