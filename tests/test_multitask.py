@@ -9,11 +9,15 @@ import subprocess
 from collections import Counter
 
 import pytest
+import torch
 
 from test_grounding import refcoco_of_store
 from test_train_runs import free_port, max_diff, ranks, weights, with_batch
 from train_fixtures import make_inputs, train_argv, vqa_files
+from vlp.cli.decode import main as decode_main
 from vlp.cli.eval_grounding import main as grounding_main
+from vlp.cli.evaluate import add_arguments, evaluate
+from vlp.cli.evaluate import main as eval_main
 from vlp.cli.eval_vqa import main as vqa_main
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP
@@ -23,6 +27,12 @@ from vlp.train.main import main as train_main
 from vlp.train.multitask import TaskBatches
 
 TASKS = "img2txt,vqa2,refcoco"
+
+
+def build_eval_parser():
+    from vlp.cli.args import ArgumentParser
+
+    return add_arguments(ArgumentParser())
 
 
 @pytest.fixture(scope="module")
@@ -96,19 +106,45 @@ def test_one_checkpoint_holds_every_head_and_each_task_is_evaluated_from_it(inpu
     model = UnifiedVLP.from_pretrained(trained / "model.2")
     vocab = json.loads((trained / "model.2" / "answer_vocab.json").read_text())["answers"]
     assert model.config.grounding and model.config.vqa_answers == len(vocab) > 1
-    assert vqa_main(["--model_recover_path", str(trained / "model.2"),
-                     "--src_file", str(inputs["vqa"]["questions"]),
+    common = ["--model_recover_path", str(trained / "model.2"), "--features",
+              str(inputs["features"]), "--len_vis_input", "8", "--no_progress",
+              "--num_workers", "0", "--batch_size", "32"]
+    # Each task's own command, then `vlp eval` of all three into another directory.
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    assert vqa_main([*common, "--src_file", str(inputs["vqa"]["questions"]),
                      "--vqa_annotations", str(inputs["vqa"]["annotations"]),
-                     "--image_map", str(inputs["src"]), "--features", str(inputs["features"]),
-                     "--len_vis_input", "8", "--no_progress", "--num_workers", "0",
-                     "--split", "train", "--output_dir", str(tmp_path)]) == 0
-    assert (tmp_path / "model.2.train.vqa_metrics.json").is_file()
-    assert grounding_main(["--model_recover_path", str(trained / "model.2"),
-                           "--src_file", str(inputs["refs"]), "--split", "val",
-                           "--features", str(inputs["features"]), "--len_vis_input", "8",
-                           "--no_progress", "--num_workers", "0",
-                           "--output_dir", str(tmp_path)]) == 0
-    assert (tmp_path / "model.2.val.grounding_metrics.json").is_file()
+                     "--image_map", str(inputs["src"]), "--split", "train",
+                     "--output_dir", str(alone)]) == 0
+    assert grounding_main([*common, "--src_file", str(inputs["refs"]), "--split", "val",
+                           "--output_dir", str(alone)]) == 0
+    assert decode_main([*common, "--src_file", str(inputs["src"]), "--split", "train",
+                        "--no_java", "--output_dir", str(alone)]) == 0
+    assert eval_main([*common, "--src_file", f"img2txt:{inputs['src']}",
+                      f"vqa2:{inputs['vqa']['questions']}", f"refcoco:{inputs['refs']}",
+                      "--split", "train", "refcoco:val", "--no_java",
+                      "--vqa_annotations", str(inputs["vqa"]["annotations"]),
+                      "--image_map", str(inputs["src"]), "--output_dir", str(together)]) == 0
+    metrics = json.loads((together / "model.2.eval.json").read_text())
+    vqa = json.loads((alone / "model.2.train.vqa_metrics.json").read_text())
+    assert metrics["vqa2"]["train"]["overall"] == vqa["overall"]
+    assert metrics["refcoco"]["val"] == json.loads(
+        (alone / "model.2.val.grounding_metrics.json").read_text())
+    for name in ("model.2.train.beam1.results.json", "model.2.train.vqa_results.json",
+                 "model.2.val.grounding_results.json"):
+        assert (together / name).read_text() == (alone / name).read_text(), name
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--src_file", "dataset.json"], "--src_file dataset.json: give TASK:FILE"),
+    (["--split", "test", "vqa2:val"], "--split vqa2:val: no --src_file vqa2:FILE"),
+    (["--split", "refcoco:val"], "--split: no split for img2txt"),
+])
+def test_eval_names_a_file_or_split_it_cannot_use(inputs, trained, tmp_path, change, message):
+    argv = ["--model_recover_path", str(trained / "model.2"), "--features",
+            str(inputs["features"]), "--src_file", f"img2txt:{inputs['src']}",
+            f"refcoco:{inputs['refs']}"]
+    with pytest.raises(VLPError, match=message):
+        evaluate(build_eval_parser().parse_args(argv + change))
 
 
 def test_two_ranks_equal_one_process_with_the_doubled_batch(inputs, trained, tmp_path):
@@ -118,6 +154,32 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(inputs, trained, tmp
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
     assert max_diff(weights(trained, "model.2"), weights(tmp_path / "two", "model.2")) <= 1e-6
+
+
+def test_a_task_rate_and_dropout_apply_to_that_tasks_steps_alone(inputs, tmp_path):
+    """Adam's first step moves each weight by the rate times a function of its gradient, so
+    the step moves by a task's own rate (and dropout) exactly when its batch is that task's."""
+    base = multi_argv(inputs, tmp_path / "a", "--max_steps", "1", "--warmup_proportion", "0")
+    assert train_main(base) == 0
+    first = next(t for t in TASKS.split(",") if f"{t}_loss" in read_metrics(tmp_path / "a")[0])
+    others = [f"{t}:1e-2" for t in TASKS.split(",") if t != first]
+
+    def run(name, *flags):
+        argv = multi_argv(inputs, tmp_path / name, "--max_steps", "1", "--warmup_proportion", "0",
+                          *flags)
+        assert train_main(argv) == 0
+        return weights(tmp_path / name, "step.1")
+
+    # Dropout 0.1 but on the first task's batches, which also run at twice the rate.
+    two = run("b", "--drop_prob", "0.1", "--task_drop_probs", f"{first}:0",
+              "--task_learning_rates", f"{first}:2e-3", *others)
+    three = run("c", "--task_learning_rates", f"{first}:3e-3")
+    one = weights(tmp_path / "a", "step.1")
+    moved = 0
+    for k in one:
+        assert torch.allclose(three[k] - one[k], 2 * (two[k] - one[k]), atol=1e-6), k
+        moved += int((two[k] != one[k]).any())
+    assert moved > 10
 
 
 class Crash(Exception):
@@ -153,6 +215,9 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(inputs, tra
     (lambda a: a.__setitem__(a.index("--tasks") + 1, "img2txt,gqa"), "gqa is not one of"),
     (lambda a: a.extend(["--task_weights", "1", "2"]), "one positive weight per task"),
     (lambda a: a.extend(["--fsdp"]), "--fsdp trains one task"),
+    (lambda a: a.extend(["--task_learning_rates", "img2txt:3e-4", "gqa:1e-4"]),
+     "--task_learning_rates gqa:1e-4: give TASK:VALUE"),
+    (lambda a: a.extend(["--task_drop_probs", "vqa2:1.5"]), "VALUE a rate in"),
 ])
 def test_flags_that_do_not_fit_several_tasks_are_named(inputs, tmp_path, change, message):
     argv = multi_argv(inputs, tmp_path / "run")

@@ -115,6 +115,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--task_weights", type=float, nargs="+", default=None,
                    help="with several --tasks: the chance of each (in --tasks order) that a "
                    "step's batch is its; default: by dataset size, every example once an epoch")
+    g.add_argument("--task_learning_rates", nargs="+", default=None, metavar="TASK:LR",
+                   help="with several --tasks: a task's own peak rate, in place of "
+                   "--learning_rate on its batches (the schedule's shape is shared; heads "
+                   "keep --head_learning_rate scaled alike)")
+    g.add_argument("--task_drop_probs", nargs="+", default=None, metavar="TASK:P",
+                   help="with several --tasks: a task's own dropout rate, in place of "
+                   "--drop_prob on its batches")
     g.add_argument("--src_file", nargs="+", default=None,
                    help="Karpathy-style caption JSON(s) (dataset_coco.json, dataset_cc.json); "
                    "--tasks refcoco: refs(<split_by>).p with instances.json beside it")
@@ -275,8 +282,10 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     args.tasks = ",".join(names)
     if len(names) > 1:
         check_multitask_flags(args, names)
-    elif args.task_weights is not None:
-        raise VLPError("--task_weights weighs several --tasks; this run has one")
+    else:
+        for flag in ("task_weights", "task_learning_rates", "task_drop_probs"):
+            if getattr(args, flag) is not None:
+                raise VLPError(f"--{flag} is for several --tasks; this run has one")
     for one in task_args(args):
         if one.tasks == "refcoco":
             check_grounding_flags(one)
@@ -330,6 +339,27 @@ def check_multitask_flags(args: argparse.Namespace, names: list[str]) -> None:
             raise VLPError(f"{flag} trains one task; --tasks {args.tasks} names several")
     if args.vqa_annotations and "vqa2" not in names:
         raise VLPError("--vqa_annotations is for --tasks vqa2")
+    args.task_learning_rates = per_task_values("--task_learning_rates", args.task_learning_rates,
+                                               names, lambda v: v > 0, "a positive rate")
+    args.task_drop_probs = per_task_values("--task_drop_probs", args.task_drop_probs, names,
+                                           lambda v: 0 <= v < 1, "a rate in [0, 1)")
+
+
+def per_task_values(flag: str, entries: list[str] | None, names: list[str], valid,
+                    what: str) -> dict[str, float]:
+    """TASK:VALUE entries -> {task: value}, each task at most once."""
+    values: dict[str, float] = {}
+    for entry in entries or []:
+        name, sep, text = entry.partition(":")
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if not sep or name not in names or name in values or value is None or not valid(value):
+            raise VLPError(f"{flag} {entry}: give TASK:VALUE, TASK one of {', '.join(names)} "
+                           f"(each once) and VALUE {what}")
+        values[name] = value
+    return values
 
 
 def check_grounding_flags(args: argparse.Namespace) -> None:

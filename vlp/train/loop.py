@@ -39,6 +39,23 @@ class NonFiniteLoss(VLPError):
     pass
 
 
+@contextlib.contextmanager
+def _scaled_lr(optimizer, scale: float):
+    """Every group's rate times `scale` for one step (a multi-task step's task rate; the
+    mean of its micro-batches' when they are several), then the schedule's again."""
+    if scale == 1.0:
+        yield
+        return
+    rates = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] *= scale
+    try:
+        yield
+    finally:
+        for g, lr in zip(optimizer.param_groups, rates):
+            g["lr"] = lr
+
+
 class Trainer:
     """Runs `task` (a module returning {"loss", ...}) over `loader` until the last epoch
     or `max_steps`; every epoch and every `save_steps` it writes a checkpoint that a rerun
@@ -56,6 +73,7 @@ class Trainer:
         self.pos, self.seed = position, seed
         self.say = say or logger.info  # messages for the person running it
         self._window = _Window()
+        self._lr_scales: list[float] = []  # the current step's micro-batches' (multi-task)
 
     # -- the loop --------------------------------------------------------------------------
     def finished(self) -> bool:
@@ -110,6 +128,8 @@ class Trainer:
 
     def _micro_step(self, batch, sync: bool) -> tuple[float, dict]:
         batch = batch.to(self.device, non_blocking=True)
+        if hasattr(self.task, "lr_scale"):
+            self._lr_scales.append(self.task.lr_scale(batch))
         no_sync = getattr(self.wrapped, "no_sync", None)
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
         if self.s.fsdp:
@@ -140,6 +160,7 @@ class Trainer:
 
     def _optimizer_step(self) -> bool:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        scales, self._lr_scales = self._lr_scales, []
         if self._window.bad:
             # Gradients of a non-finite batch were averaged into every rank: drop them all.
             self.optimizer.zero_grad(set_to_none=True)
@@ -150,7 +171,8 @@ class Trainer:
         if self.s.max_grad_norm > 0:
             self._window.grad_norm = sharded.full_norm(
                 torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm))
-        self.scaler.step(self.optimizer)
+        with _scaled_lr(self.optimizer, sum(scales) / len(scales) if scales else 1.0):
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         if isinstance(getattr(self.optimizer, "grad_norm", None), torch.Tensor):
             self._window.grad_norm = sharded.full_norm(self.optimizer.grad_norm)  # BertAdam's

@@ -132,7 +132,12 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     total = args.max_steps or steps_per_epoch * args.num_train_epochs
 
     modules = {p.name: p.module(model, tokenizer, output_dir, info) for p in tasks}
-    task = (multitask.MultiTask(model, modules) if several else modules[tasks[0].name]).to(device)
+    if several:
+        lr_scales = {n: lr / args.learning_rate for n, lr in args.task_learning_rates.items()}
+        task = multitask.MultiTask(model, modules, args.task_drop_probs, lr_scales)
+    else:
+        task = modules[tasks[0].name]
+    task = task.to(device)
     freeze_unused(task)
     if args.amp and not args.fp16:
         say("--amp without --fp16 trains in float32, as in VLP; --fp16 or --bf16 turn mixed "

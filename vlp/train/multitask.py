@@ -129,14 +129,24 @@ class TaskCollate:
 class MultiTask(nn.Module):
     """The tasks' loss modules over one shared model: a batch goes to its own task's
     module, whose losses come back with the task's name on them (`<task>_loss`) so the
-    log shows each task's."""
+    log shows each task's. `drop_probs` gives a task's batches their own dropout rate;
+    `lr_scales` their own learning rate, as a factor on the shared schedule that the
+    trainer reads through `lr_scale`."""
 
-    def __init__(self, model: nn.Module, tasks: dict[str, nn.Module]):
+    def __init__(self, model: nn.Module, tasks: dict[str, nn.Module],
+                 drop_probs: dict[str, float] | None = None,
+                 lr_scales: dict[str, float] | None = None):
         super().__init__()
         self.model = model
         self.tasks = nn.ModuleDict(tasks)
         self.heads = tuple(h for t in tasks.values() for h in t.heads)
         self.masks_regions = any(getattr(t, "masks_regions", False) for t in tasks.values())
+        base = model.config.hidden_dropout_prob
+        self.drop_probs = {name: (drop_probs or {}).get(name, base) for name in tasks}
+        self.lr_scales = {name: (lr_scales or {}).get(name, 1.0) for name in tasks}
+
+    def lr_scale(self, batch) -> float:
+        return self.lr_scales[batch.task]
 
     def set_epoch(self, epoch: int) -> None:
         for t in self.tasks.values():
@@ -144,6 +154,8 @@ class MultiTask(nn.Module):
                 t.set_epoch(epoch)
 
     def forward(self, task: str, **inputs) -> dict:
+        if self.model.config.hidden_dropout_prob != self.drop_probs[task]:
+            self.model.set_dropout(self.drop_probs[task])
         out = self.tasks[task](**inputs)
         return {**out, f"{task}_loss": out["loss"].detach()}
 

@@ -8,16 +8,19 @@ training dataset and its loss module, so the trainer builds one or several of th
     model = task.grow(model, ...)
     dataset = task.dataset(tokens, store, model.config, cache)
     module = task.module(model, tokenizer, output_dir, info)
+    metrics = task.evaluate(checkpoint, shared)   # `vlp eval`: {split: metrics}
 """
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from functools import partial
 from pathlib import Path
 
 from vlp.data.grounding import boxes_of
 from vlp.data.region_text import collate
+from vlp.errors import VLPError
 from vlp.train import distributed, grounding, setup, vqa
 from vlp.train.tasks import MaskedLMTask
 
@@ -52,6 +55,32 @@ class TaskData(ABC):
     @abstractmethod
     def module(self, model, tokenizer, output_dir: Path, info):
         """The loss module over `model` (a batch in, {"loss", ...} out)."""
+
+    @abstractmethod
+    def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
+        """`checkpoint`'s metrics on each of this task's --split entries, by split, from its
+        own evaluation command (`shared`: the flags every task's command takes alike)."""
+
+    def _one_file(self) -> str:
+        if len(self.args.src_file) != 1:
+            raise VLPError(f"--src_file: {self.name} is evaluated on one file, got "
+                           f"{len(self.args.src_file)} ({' '.join(self.args.src_file)})")
+        return self.args.src_file[0]
+
+
+# `vlp eval`'s own flags, which each task sets from its own entries.
+OWN_FLAGS = {"model_recover_path", "src_file", "split", "vqa_annotations", "run", "command"}
+
+
+def command_args(add_arguments, argv: list[str], shared: argparse.Namespace):
+    """An evaluation command's flags: `argv`, then every flag that `shared` also has."""
+    from vlp.cli.args import ArgumentParser
+
+    args = add_arguments(ArgumentParser()).parse_args(argv)
+    for name, value in vars(shared).items():
+        if name not in OWN_FLAGS and hasattr(args, name):
+            setattr(args, name, value)
+    return args
 
 
 class CaptionData(TaskData):
@@ -88,6 +117,19 @@ class CaptionData(TaskData):
         search = SearchSettings(eos_id=model.config.sep_token_id, max_length=args.max_len_b + 1)
         return ScstTask(model, tokenizer, reward, search, args.scst_baseline, args.scst_samples,
                         args.scst_reward)
+
+    def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
+        """`vlp decode` of each split: coco-caption metrics (and, on ToyWorld, truth)."""
+        from vlp.cli.decode import add_arguments
+        from vlp.decode.run import decode
+
+        out = {}
+        for split in self.args.split:
+            args = command_args(add_arguments, ["--model_recover_path", str(checkpoint),
+                                                "--src_file", self._one_file(),
+                                                "--split", split], shared)
+            out[split] = decode(args)[0]["metrics"]
+        return out
 
 
 class VQAData(TaskData):
@@ -126,6 +168,29 @@ class VQAData(TaskData):
         return vqa.VQATask(model, args.mask_vqa_input, args.vis_mask_prob > 0,
                            args.block_masked_regions, getattr(args, "task_s2s_prob", None))
 
+    def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
+        """`vlp eval-vqa` of each questions file, under its split name: official accuracy
+        where its annotations are given (`--vqa_annotations`, one per file, in order)."""
+        from vlp.cli.eval_vqa import add_arguments
+        from vlp.eval.vqa_predict import evaluate
+
+        files, splits = self.args.src_file, self.args.split
+        annotations = shared.vqa_annotations or []
+        if len(splits) != len(files) or annotations and len(annotations) != len(files):
+            raise VLPError(f"--split {' '.join(splits)}: name each of the {len(files)} vqa2 "
+                           "question files' split (vqa2:SPLIT, in --src_file order), with "
+                           "one --vqa_annotations each if any")
+        out = {}
+        for k, (questions, split) in enumerate(zip(files, splits)):
+            argv = ["--model_recover_path", str(checkpoint), "--src_file", questions,
+                    "--split", split]
+            if annotations:
+                argv += ["--vqa_annotations", annotations[k]]
+            scores = evaluate(command_args(add_arguments, argv, shared))[0]["scores"]
+            out[split] = ({k: v for k, v in scores.to_json().items() if k != "perQuestion"}
+                          if scores is not None else {})
+        return out
+
 
 class GroundingData(TaskData):
     """Referring expressions with their referents' boxes and the localization head."""
@@ -148,6 +213,16 @@ class GroundingData(TaskData):
 
     def module(self, model, tokenizer, output_dir: Path, info):
         return grounding.GroundingTask(model)
+
+    def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
+        """`vlp eval-grounding` of every split: Acc@0.5 overall and by expression kind."""
+        from vlp.cli.eval_grounding import add_arguments
+        from vlp.eval.grounding_predict import evaluate
+
+        args = command_args(add_arguments, ["--model_recover_path", str(checkpoint),
+                                            "--src_file", self._one_file(),
+                                            "--split", *self.args.split], shared)
+        return evaluate(args)[0]["splits"]
 
 
 KINDS = {k.name: k for k in (CaptionData, VQAData, GroundingData)}
