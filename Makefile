@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/quickstart
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test test-slow install clean
 
 install: $(STAMP)
 
@@ -23,7 +23,11 @@ quickstart: $(STAMP)
 
 # pytest exits 5 when a selection (-k, a path) collects no test; that is not a failure.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# End-to-end checks of several minutes each (pytest -m slow); CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

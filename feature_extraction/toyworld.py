@@ -40,8 +40,10 @@ def _image_size(coco_json: Path) -> int:
     return max(max(im["width"], im["height"]) for im in images)
 
 
-def train_toyworld_detector(toyworld_dir: Path, out_dir: Path, tiny: bool) -> dict:
-    """Train the ToyWorld detector into `out_dir` (or reuse a finished one there).
+def train_toyworld_detector(toyworld_dir: Path, out_dir: Path, tiny: bool,
+                            schedule: tuple[int, int] | None = None) -> dict:
+    """Train the ToyWorld detector into `out_dir` (or reuse a finished one there), for
+    `schedule` (steps, batch) or the full or tiny one.
 
     Returns {"checkpoint", "map50", "recall50", "map", "seconds", ...}; the metrics are
     on ToyWorld's val split (instances_val.json).
@@ -51,7 +53,7 @@ def train_toyworld_detector(toyworld_dir: Path, out_dir: Path, tiny: bool) -> di
     train_json, val_json = ann / "instances_train.json", ann / "instances_val.json"
     _, names = category_labels(train_json)
     config = toyworld_config(["__background__"] + names, _image_size(train_json))
-    steps, batch = TINY_SCHEDULE if tiny else FULL_SCHEDULE
+    steps, batch = schedule or (TINY_SCHEDULE if tiny else FULL_SCHEDULE)
     opts = TrainOptions(
         coco=str(train_json), images=str(toyworld_dir / "images"), out=str(out_dir),
         val_coco=str(val_json), config=config, max_steps=steps, batch_size=batch,

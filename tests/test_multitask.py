@@ -16,8 +16,8 @@ from test_train_runs import free_port, max_diff, ranks, weights, with_batch
 from train_fixtures import make_inputs, train_argv, vqa_files
 from vlp.cli.decode import main as decode_main
 from vlp.cli.eval_grounding import main as grounding_main
-from vlp.cli.evaluate import add_arguments, evaluate
-from vlp.cli.evaluate import main as eval_main
+from vlp.cli.eval import add_arguments, evaluate
+from vlp.cli.eval import main as eval_main
 from vlp.cli.eval_vqa import main as vqa_main
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP

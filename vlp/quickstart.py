@@ -419,12 +419,13 @@ def grounding_stage(ctx: Context) -> str:
     return grounding_line(metrics)
 
 
-def grounding_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
+def grounding_run(ctx: Context, out: Path, start: list[str],
+                  epochs: int = GROUNDING_EPOCHS) -> tuple[Path, dict]:
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
     refs = ctx.out / "toyworld" / "annotations" / "refcoco_toy" / "refs(unc).p"
-    epochs, batch = ("1", "16") if ctx.tiny else (str(GROUNDING_EPOCHS), "32")
+    epochs, batch = ("1", "16") if ctx.tiny else (str(epochs), "32")
     argv = ["--output_dir", str(out), *start,
             "--do_lower_case", "--do_train", "--tasks", "refcoco", "--head_learning_rate", "1e-3",
             "--src_file", str(refs), "--features", ctx.results["features"]["store"],

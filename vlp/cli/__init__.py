@@ -18,7 +18,7 @@ from vlp.errors import VLPError
 # Order is the order shown by `vlp --help`.
 COMMANDS = ("quickstart", "toyworld", "convert_features", "convert_checkpoint",
             "train_detector", "extract", "merge_stores", "train",
-            "decode", "caption", "ask", "locate", "serve", "evaluate", "eval_vqa", "score_vqa",
+            "decode", "caption", "ask", "locate", "serve", "eval", "eval_vqa", "score_vqa",
             "eval_grounding",
             "validate_vqa_submission")
 
