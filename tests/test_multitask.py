@@ -83,6 +83,17 @@ def test_batches_visit_each_example_once_and_every_rank_runs_the_same_task():
     assert list(one) == full.plan()[2:] and len(one) == len(full.plan()) - 2
 
 
+def test_a_tasks_own_batch_size_shards_over_ranks_as_the_shared_one_does():
+    sizes = [12, 8]
+    one = TaskBatches(sizes, 2, seed=3, task_micro=[4, 2])
+    shards = [TaskBatches(sizes, 1, 2, rank, seed=3, task_micro=[2, 1]) for rank in (0, 1)]
+    plan = one.plan()
+    assert sorted(i for b in plan for i in b) == list(range(20))
+    assert sorted(len(b) for b in plan) == [2] * 4 + [4] * 3  # task 0 in fours, task 1 in twos
+    for whole, a, b in zip(plan, *(s.plan() for s in shards)):
+        assert sorted(whole) == sorted(a + b)
+
+
 def test_task_weights_draw_each_steps_task_by_weight():
     sampler = TaskBatches([400, 400], 1, seed=0, weights=[3.0, 1.0])
     drawn = Counter(i >= 400 for b in sampler.plan() for i in b)
@@ -218,6 +229,8 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(inputs, tra
     (lambda a: a.extend(["--task_learning_rates", "img2txt:3e-4", "gqa:1e-4"]),
      "--task_learning_rates gqa:1e-4: give TASK:VALUE"),
     (lambda a: a.extend(["--task_drop_probs", "vqa2:1.5"]), "VALUE a rate in"),
+    (lambda a: a.extend(["--task_batch_sizes", "img2txt:3", "--gradient_accumulation_steps",
+                         "2"]), "--task_batch_sizes img2txt:3: .* a multiple of"),
 ])
 def test_flags_that_do_not_fit_several_tasks_are_named(inputs, tmp_path, change, message):
     argv = multi_argv(inputs, tmp_path / "run")

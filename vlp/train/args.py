@@ -119,6 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="with several --tasks: a task's own peak rate, in place of "
                    "--learning_rate on its batches (the schedule's shape is shared; heads "
                    "keep --head_learning_rate scaled alike)")
+    g.add_argument("--task_batch_sizes", nargs="+", default=None, metavar="TASK:N",
+                   help="with several --tasks: a task's own batch size per process, in place "
+                   "of --train_batch_size on its batches")
     g.add_argument("--task_drop_probs", nargs="+", default=None, metavar="TASK:P",
                    help="with several --tasks: a task's own dropout rate, in place of "
                    "--drop_prob on its batches")
@@ -283,7 +286,8 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     if len(names) > 1:
         check_multitask_flags(args, names)
     else:
-        for flag in ("task_weights", "task_learning_rates", "task_drop_probs"):
+        for flag in ("task_weights", "task_learning_rates", "task_drop_probs",
+                     "task_batch_sizes"):
             if getattr(args, flag) is not None:
                 raise VLPError(f"--{flag} is for several --tasks; this run has one")
     for one in task_args(args):
@@ -343,6 +347,12 @@ def check_multitask_flags(args: argparse.Namespace, names: list[str]) -> None:
                                                names, lambda v: v > 0, "a positive rate")
     args.task_drop_probs = per_task_values("--task_drop_probs", args.task_drop_probs, names,
                                            lambda v: 0 <= v < 1, "a rate in [0, 1)")
+    accumulation = args.gradient_accumulation_steps
+    sizes = per_task_values("--task_batch_sizes", args.task_batch_sizes, names,
+                            lambda v: v == int(v) and v >= 1 and int(v) % accumulation == 0,
+                            f"a batch size, a multiple of --gradient_accumulation_steps "
+                            f"{accumulation}")
+    args.task_batch_sizes = {name: int(n) for name, n in sizes.items()}
 
 
 def per_task_values(flag: str, entries: list[str] | None, names: list[str], valid,

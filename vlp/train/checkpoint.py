@@ -37,9 +37,10 @@ STATE_PT = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
 _NAME = re.compile(r"^(model|step)\.(\d+)$")
 # Settings that must match for a checkpoint to continue this run.
-RUN_SHAPE = ("world_size", "train_batch_size", "gradient_accumulation_steps", "fsdp")
+RUN_SHAPE = ("world_size", "train_batch_size", "gradient_accumulation_steps", "fsdp",
+             "task_batch_sizes")
 # What a checkpoint from before a setting existed ran with.
-SHAPE_DEFAULTS = {"fsdp": False}
+SHAPE_DEFAULTS = {"fsdp": False, "task_batch_sizes": {}}
 
 
 @dataclass

@@ -73,7 +73,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     position, training = checkpoint.Position(), None
     run_shape = {"world_size": info.world_size, "train_batch_size": args.train_batch_size,
                  "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                 "fsdp": args.fsdp}
+                 "fsdp": args.fsdp, "task_batch_sizes": args.task_batch_sizes or {}}
     if resume is not None:
         position, saved_shape = checkpoint.read_position(resume)
         checkpoint.check_shape(resume, saved_shape, run_shape)
@@ -117,8 +117,10 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
                           prefetch_factor=4 if args.num_workers else None)
     if several:
         dataset = multitask.MultiTaskDataset([p.name for p in tasks], datasets)
+        task_micro = [args.task_batch_sizes.get(p.name, args.train_batch_size)
+                      // args.gradient_accumulation_steps for p in tasks]
         sampler = multitask.TaskBatches(dataset.sizes, micro, info.world_size, info.rank,
-                                        args.seed, args.task_weights)
+                                        args.seed, args.task_weights, task_micro)
         collate = multitask.TaskCollate({p.name: p.collate(model.config) for p in tasks})
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **loader_options)
         batches = sum(sampler.per_task())

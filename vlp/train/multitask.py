@@ -33,12 +33,14 @@ TASK_SEED_STRIDE = 1_000_003
 
 class TaskBatches(Sampler[list[int]]):
     """Batches of indices into MultiTaskDataset (task t's examples at offsets[t] on), each
-    of one task; `set_position(epoch, start)` as ResumableSampler's (`start` in examples
-    of this rank, a multiple of `micro`)."""
+    of one task, of `task_micro[t]` examples (default `micro`); `set_position(epoch, start)`
+    as ResumableSampler's (`start` counts batches times `micro`)."""
 
     def __init__(self, sizes: Sequence[int], micro: int, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0, weights: Sequence[float] | None = None):
+                 seed: int = 0, weights: Sequence[float] | None = None,
+                 task_micro: Sequence[int] | None = None):
         self.sizes, self.micro = list(sizes), micro
+        self.task_micro = list(task_micro) if task_micro is not None else [micro] * len(sizes)
         self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
         self.weights = list(weights) if weights is not None else None
         self.offsets = [sum(self.sizes[:t]) for t in range(len(self.sizes))]
@@ -49,7 +51,8 @@ class TaskBatches(Sampler[list[int]]):
 
     def per_task(self) -> list[int]:
         """Batches of each task in one epoch, on every rank."""
-        return [math.ceil(math.ceil(n / self.num_replicas) / self.micro) for n in self.sizes]
+        return [math.ceil(math.ceil(n / self.num_replicas) / m)
+                for n, m in zip(self.sizes, self.task_micro)]
 
     def _shard(self, task: int) -> torch.Tensor:
         """This rank's share of task `task`'s shuffle for this epoch (padded by repeating
@@ -79,7 +82,8 @@ class TaskBatches(Sampler[list[int]]):
         for t in self.order():
             j = used[t] % counts[t]
             used[t] += 1
-            batches.append(shards[t][j * self.micro:(j + 1) * self.micro].tolist())
+            m = self.task_micro[t]
+            batches.append(shards[t][j * m:(j + 1) * m].tolist())
         return batches
 
     def __iter__(self):
