@@ -149,6 +149,9 @@ def test_one_checkpoint_holds_every_head_and_each_task_is_evaluated_from_it(inpu
     (["--src_file", "dataset.json"], "--src_file dataset.json: give TASK:FILE"),
     (["--split", "test", "vqa2:val"], "--split vqa2:val: no --src_file vqa2:FILE"),
     (["--split", "refcoco:val"], "--split: no split for img2txt"),
+    (["--src_file", "img2txt:a.json", "vqa2:q1.json", "vqa2:q2.json", "--split", "test"],
+     "name each of the 2 vqa2 question files' split"),
+    (["--src_file", "img2txt:a.json", "img2txt:b.json"], "img2txt is evaluated on one file"),
 ])
 def test_eval_names_a_file_or_split_it_cannot_use(inputs, trained, tmp_path, change, message):
     argv = ["--model_recover_path", str(trained / "model.2"), "--features",

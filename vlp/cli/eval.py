@@ -103,6 +103,8 @@ def evaluate(args) -> dict:
                        f"{len(checkpoint)} checkpoints; vlp eval takes one")
     checkpoint = checkpoint[0]
     tasks = [make(one) for one in task_flags(args)]
+    for task in tasks:
+        task.check_evaluation(args)
     metrics = {task.name: task.evaluate(checkpoint, args) for task in tasks}
     out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent
     out_dir.mkdir(parents=True, exist_ok=True)

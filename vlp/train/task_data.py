@@ -8,7 +8,8 @@ training dataset and its loss module, so the trainer builds one or several of th
     model = task.grow(model, ...)
     dataset = task.dataset(tokens, store, model.config, cache)
     module = task.module(model, tokenizer, output_dir, info)
-    metrics = task.evaluate(checkpoint, shared)   # `vlp eval`: {split: metrics}
+    task.check_evaluation(shared)                 # `vlp eval`, for every task first
+    metrics = task.evaluate(checkpoint, shared)   # then {split: metrics} of each
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class TaskData(ABC):
     @abstractmethod
     def module(self, model, tokenizer, output_dir: Path, info):
         """The loss module over `model` (a batch in, {"loss", ...} out)."""
+
+    def check_evaluation(self, shared: argparse.Namespace) -> None:
+        """Whether `evaluate` can run with these files and flags (before any task runs)."""
+        self._one_file()
 
     @abstractmethod
     def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
@@ -168,27 +173,31 @@ class VQAData(TaskData):
         return vqa.VQATask(model, args.mask_vqa_input, args.vis_mask_prob > 0,
                            args.block_masked_regions, getattr(args, "task_s2s_prob", None))
 
-    def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
-        """`vlp eval-vqa` of each questions file, under its split name: official accuracy
-        where its annotations are given (`--vqa_annotations`, one per file, in order)."""
-        from vlp.cli.eval_vqa import add_arguments
-        from vlp.eval.vqa_predict import evaluate
-
+    def check_evaluation(self, shared: argparse.Namespace) -> None:
         files, splits = self.args.src_file, self.args.split
         annotations = shared.vqa_annotations or []
         if len(splits) != len(files) or annotations and len(annotations) != len(files):
             raise VLPError(f"--split {' '.join(splits)}: name each of the {len(files)} vqa2 "
                            "question files' split (vqa2:SPLIT, in --src_file order), with "
                            "one --vqa_annotations each if any")
+
+    def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
+        """`vlp eval-vqa` of each questions file, under its split name: official accuracy
+        where its annotations are given (`--vqa_annotations`, one per file, in order)."""
+        from vlp.cli.eval_vqa import add_arguments
+        from vlp.eval.vqa_predict import evaluate
+
+        self.check_evaluation(shared)
+        annotations = shared.vqa_annotations or []
         out = {}
-        for k, (questions, split) in enumerate(zip(files, splits)):
+        for k, (questions, split) in enumerate(zip(self.args.src_file, self.args.split)):
             argv = ["--model_recover_path", str(checkpoint), "--src_file", questions,
                     "--split", split]
             if annotations:
                 argv += ["--vqa_annotations", annotations[k]]
             scores = evaluate(command_args(add_arguments, argv, shared))[0]["scores"]
-            out[split] = ({k: v for k, v in scores.to_json().items() if k != "perQuestion"}
-                          if scores is not None else {})
+            out[split] = ({name: v for name, v in scores.to_json().items()
+                           if name != "perQuestion"} if scores is not None else {})
         return out
 
 
