@@ -83,6 +83,10 @@ class VLPConfig:
     # How the layers BERT lacks (regions, VQA head) start: "torch", PyTorch's default, as
     # VLP created them after BERT's init; "bert", BERT's normal(0, initializer_range).
     new_layer_init: str = "bert"
+    # The tokens the masked-LM head scores (sorted ids, [PAD] and [SEP] among them); None,
+    # VLP's, scores the whole vocabulary. Training's softmax runs over these alone and
+    # decoding never emits another token (`vlp train --output_vocab train`).
+    output_vocab: list[int] | None = None
     pad_token_id: int = 0
     cls_token_id: int = 101
     sep_token_id: int = 102
@@ -150,6 +154,8 @@ class VLPConfig:
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise VLPError(f"model config: {name} {getattr(self, name)} is outside the "
                                f"vocabulary (vocab_size {self.vocab_size})")
+        if self.output_vocab is not None:
+            self._check_output_vocab()
         if self.new_layer_init not in NEW_LAYER_INITS:
             raise VLPError(f"model config: new_layer_init {self.new_layer_init!r} is not one "
                            f"of {', '.join(NEW_LAYER_INITS)}")
@@ -177,6 +183,17 @@ class VLPConfig:
         if self.max_regions + 3 > self.max_position_embeddings:
             raise VLPError(f"model config: max_regions {self.max_regions} leaves no text "
                            f"positions in max_position_embeddings {self.max_position_embeddings}")
+
+    def _check_output_vocab(self) -> None:
+        ids = self.output_vocab
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise VLPError("model config: output_vocab must be a list of token ids or null")
+        if ids != sorted(set(ids)) or not ids or ids[0] < 0 or ids[-1] >= self.vocab_size:
+            raise VLPError(f"model config: output_vocab must be sorted distinct token ids "
+                           f"within the vocabulary (vocab_size {self.vocab_size})")
+        absent = [n for n in ("pad_token_id", "sep_token_id") if getattr(self, n) not in ids]
+        if absent:
+            raise VLPError(f"model config: output_vocab lacks {' and '.join(absent)}")
 
     def to_dict(self) -> dict:
         return {"architecture": ARCHITECTURE, **dataclasses.asdict(self)}

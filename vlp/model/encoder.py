@@ -82,6 +82,29 @@ def attention_with_dropout(q, k, v, bias: torch.Tensor, p: float) -> torch.Tenso
     return out.view(b, heads, length, d)
 
 
+class Packed:
+    """The real positions of a padded batch, for running the position-wise layers
+    (projections, feed-forward, LayerNorm) on them alone: `pack` [B, L, W] -> [N, W] keeps
+    the N positions where `valid` [B, L] is True, `pad` puts them back with zeros at the
+    padding. Only attention mixes positions, and it runs padded, where padding is never a
+    key; so the real positions' outputs are what the padded computation gives them."""
+
+    def __init__(self, valid: torch.Tensor):
+        self.batch, self.length = valid.shape
+        self.index = valid.reshape(-1).nonzero().squeeze(1)
+
+    @property
+    def saves(self) -> bool:
+        return self.index.numel() < self.batch * self.length
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(self.batch * self.length, x.shape[-1]).index_copy(0, self.index, x)
+        return out.view(self.batch, self.length, -1)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: VLPConfig):
         super().__init__()
@@ -96,11 +119,15 @@ class SelfAttention(nn.Module):
         b, length, _ = x.shape
         return x.view(b, length, self.num_heads, -1).transpose(1, 2)
 
-    def forward(self, x, mask, cache: KVCache | None, layer: int, keep: int | None):
+    def forward(self, x, mask, cache: KVCache | None, layer: int, keep: int | None,
+                packed: Packed | None = None):
         # One matmul for all three projections; the parameters keep BERT's names.
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        q, k, v = (self._heads(part) for part in F.linear(x, weight, bias).chunk(3, dim=-1))
+        qkv = F.linear(x, weight, bias)
+        if packed is not None:
+            qkv = packed.pad(qkv)
+        q, k, v = (self._heads(part) for part in qkv.chunk(3, dim=-1))
         past = cache.get(layer) if cache is not None else None
         keys = k if past is None else torch.cat([past[0], k], dim=2)
         values = v if past is None else torch.cat([past[1], v], dim=2)
@@ -112,7 +139,8 @@ class SelfAttention(nn.Module):
         if cache is not None:
             cache.append(layer, k[:, :, :keep], v[:, :, :keep])
         b, _, length, _ = out.shape
-        return out.transpose(1, 2).reshape(b, length, -1)
+        out = out.transpose(1, 2).reshape(b, length, -1)
+        return out if packed is None else packed.pack(out)
 
 
 class AddNorm(nn.Module):
@@ -134,8 +162,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = AddNorm(config, config.hidden_size)
 
-    def forward(self, x, mask, cache, layer, keep):
-        return self.output(self.self(x, mask, cache, layer, keep), x)
+    def forward(self, x, mask, cache, layer, keep, packed=None):
+        return self.output(self.self(x, mask, cache, layer, keep, packed), x)
 
 
 class Intermediate(nn.Module):
@@ -155,26 +183,34 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = AddNorm(config, config.intermediate_size)
 
-    def forward(self, x, mask, cache=None, layer=0, keep=None):
-        x = self.attention(x, mask, cache, layer, keep)
+    def forward(self, x, mask, cache=None, layer=0, keep=None, packed=None):
+        x = self.attention(x, mask, cache, layer, keep, packed)
         return self.output(self.intermediate(x), x)
 
 
 class Encoder(nn.Module):
     """BERT's layer stack. `mask` is boolean [B, 1, L_new, L_cached + L_new], True where a
     query may attend. With a cache, the keys/values of the first `keep` new positions
-    (all when None) are appended to it after each layer has used them."""
+    (all when None) are appended to it after each layer has used them. Without one,
+    `valid` [B, L] (True at real positions) runs the position-wise layers on the real
+    positions alone (see Packed); the output is zero at the others."""
 
     def __init__(self, config: VLPConfig):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x, mask, cache: KVCache | None = None, keep: int | None = None):
+    def forward(self, x, mask, cache: KVCache | None = None, keep: int | None = None,
+                valid: torch.Tensor | None = None):
         attention = self.layer[0].attention.self if len(self.layer) else None
         dtype = compute_dtype(x)
         if attention is not None and explicit_attention(self.training, x.device,
                                                         attention.dropout_p, cache, dtype):
             mask = scores_bias(mask, x.shape[0], attention.num_heads, x.shape[1], dtype)
+        packed = Packed(valid) if valid is not None and cache is None else None
+        if packed is not None and not packed.saves:
+            packed = None
+        if packed is not None:
+            x = packed.pack(x)
         for i, layer in enumerate(self.layer):
-            x = layer(x, mask, cache, i, keep)
-        return x
+            x = layer(x, mask, cache, i, keep, packed)
+        return x if packed is None else packed.pad(x)

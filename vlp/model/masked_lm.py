@@ -91,6 +91,11 @@ def mask_text(text_ids: torch.Tensor, text_lengths: torch.Tensor, config: VLPCon
     return MaskedText(text_ids.scatter(1, positions, new), positions, labels, weights)
 
 
+# A token outside the output vocabulary: exp(-1e4) is 0 in every float type, and the
+# value stays finite through temperature and penalties.
+OUTSIDE_SCORE = -1e4
+
+
 class MaskedLMHead(nn.Module):
     """BERT's prediction head: dense -> activation -> LayerNorm, then the word embedding
     matrix (tied, not copied) plus an output-only bias.
@@ -109,12 +114,49 @@ class MaskedLMHead(nn.Module):
         self.act = F.gelu if config.hidden_act == "gelu" else F.relu
         # A list keeps the embedding out of this module's parameters and state dict.
         self._tied = [word_embeddings]
+        self.restrict(config.output_vocab)
 
-    def forward(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None):
+    def restrict(self, ids: list[int] | None) -> None:
+        """Score only the tokens `ids` (config.output_vocab; None: every token). Kept as
+        buffers outside the state dict: the config carries the list."""
+        vocab = self.bias.shape[0]
+        device = self.bias.device
+        kept = None if ids is None else torch.tensor(ids, dtype=torch.long, device=device)
+        index = None
+        if kept is not None:
+            # A token's row in the restricted scores; -1 outside them.
+            index = torch.full((vocab,), -1, dtype=torch.long, device=device)
+            index[kept] = torch.arange(len(ids), device=device)
+        self.register_buffer("kept", kept, persistent=False)
+        self.register_buffer("row_of", index, persistent=False)
+        self.ids = ids
+
+    def row(self, token: int) -> int:
+        """A token id's row in `kept_only` scores."""
+        return token if self.ids is None else self.ids.index(token)
+
+    def forward(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None,
+                kept_only: bool = False):
+        """Scores over the vocabulary; with an output vocabulary, tokens outside it score
+        -1e4 (nothing after a softmax), or with `kept_only` only its tokens are scored,
+        in its order (labels through `rows`)."""
         x = self.LayerNorm(self.act(self.dense(hidden)))
         if self.projections > 1:
             x = pick_projection(x, self.projections, task_idx)
-        return F.linear(x, self._tied[0].weight, self.bias)
+        weight, bias = self._tied[0].weight, self.bias
+        if self.kept is None:
+            return F.linear(x, weight, bias)
+        scores = F.linear(x, weight.index_select(0, self.kept), bias.index_select(0, self.kept))
+        if kept_only:
+            return scores
+        # Only the kept rows are multiplied; the others are filled in.
+        full = scores.new_full((*scores.shape[:-1], weight.shape[0]), OUTSIDE_SCORE)
+        return full.index_copy(-1, self.kept, scores)
+
+    def rows(self, labels: torch.Tensor) -> torch.Tensor:
+        """Token ids -> their rows in `kept_only` scores (ids without an output
+        vocabulary)."""
+        return labels if self.row_of is None else self.row_of[labels]
 
 
 def pick_projection(x: torch.Tensor, projections: int, task_idx: torch.Tensor | int | None):

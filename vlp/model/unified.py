@@ -72,6 +72,12 @@ class UnifiedVLP(nn.Module):
             raise VLPError(f"changing {sorted(changes)} drops weights: {', '.join(unexpected[:10])}")
         return grown
 
+    def restrict_output(self, ids: list[int] | None) -> None:
+        """Score only the tokens `ids` in the masked-LM head (config.output_vocab; None:
+        the whole vocabulary, VLP's)."""
+        self.config = self.config.replace(output_vocab=ids)
+        self.mlm_head.restrict(ids)
+
     def set_dropout(self, p: float) -> None:
         """Every dropout rate (hidden, attention, region) to `p`, config included: VLP's
         --drop_prob, which set hidden_dropout_prob and attention_probs_dropout_prob."""
@@ -136,7 +142,8 @@ class UnifiedVLP(nn.Module):
                 s2s: torch.Tensor | None = None, sparse_words: bool = False,
                 region_masked: torch.Tensor | None = None,
                 block_masked: bool = False) -> torch.Tensor:
-        """Last hidden states [B, R + 2 + T, H]. `s2s` [B] bool (default: all seq2seq);
+        """Last hidden states [B, R + 2 + T, H], zero at padding. `s2s` [B] bool (default:
+        all seq2seq);
         `sparse_words` only when the loss goes through the MLM head (see embed);
         `region_masked`, `block_masked`: regions masked (see _embed)."""
         return self.encode(text_ids, text_lengths, region_features, region_locations,
@@ -152,7 +159,7 @@ class UnifiedVLP(nn.Module):
         x, layout, parts = self._embed(text_ids, text_lengths, region_features, region_locations,
                                        num_regions, s2s, sparse_words, region_masked,
                                        block_masked)
-        return self.encoder(x, layout.mask), parts
+        return self.encoder(x, layout.mask, valid=layout.valid), parts
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,9 +243,11 @@ class UnifiedVLP(nn.Module):
                        label_smoothing: float = 0.0, drop_worst: float = 0.0,
                        task_idx: torch.Tensor | int | None = None):
         where = (masked.positions + region_slots + 2)[..., None].expand(-1, -1, hidden.shape[-1])
-        logits = self.mlm_logits(hidden.gather(1, where), task_idx)
-        return masked_lm_loss(logits, masked.labels, masked.weights, label_smoothing, drop_worst,
-                              self.config.pad_token_id)
+        # With an output vocabulary the softmax runs over its tokens alone.
+        logits = self.mlm_head(hidden.gather(1, where), task_idx, kept_only=True)
+        head = self.mlm_head
+        return masked_lm_loss(logits, head.rows(masked.labels), masked.weights, label_smoothing,
+                              drop_worst, head.row(self.config.pad_token_id))
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.num_hidden_layers)
@@ -282,6 +291,7 @@ def step_flops(config: VLPConfig, batch_size: int, seq_len: int, regions: int = 
     per_token = layers * (2 * 4 * h * h + 2 * 2 * h * i + 2 * 2 * seq_len * h)
     per_region = 2 * (c.region_feature_dim * c.region_hidden_size
                       + c.region_hidden_size * h + c.region_input_dim * h)
-    head = 2 * c.max_pred * (h * h * max(c.relax_projection, 1) + h * c.vocab_size)
+    scored = len(c.output_vocab) if c.output_vocab else c.vocab_size
+    head = 2 * c.max_pred * (h * h * max(c.relax_projection, 1) + h * scored)
     forward = batch_size * (per_token * seq_len + per_region * regions + head)
     return forward * (3 if training else 1)

@@ -100,6 +100,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="most masked tokens per example (default 3, VLP's, for vqa2 too; "
                    "VLP's --mask_prob 0 --max_pred 1 replaces one question token, "
                    "--max_pred 0 none)")
+    g.add_argument("--output_vocab", choices=("all", "train"), default=None,
+                   help="tokens the masked-LM head scores: all (VLP's), or train, the tokens of "
+                   "this run's training captions (softmax over them alone, and decoding never "
+                   "emits another: faster on a small caption vocabulary); default: the "
+                   "checkpoint's, all for a new model")
     g.add_argument("--max_drop_worst_ratio", type=probability, default=0.0,
                    help="masked LM: leave out this share of each batch's examples, those with "
                    "the largest loss, in the epochs after --drop_after")
@@ -313,6 +318,9 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError("--max_drop_worst_ratio drops masked-LM examples: it is for pretraining "
                        "and caption finetuning, not " + ("--scst" if args.scst
                                                          else f"--tasks {args.tasks}"))
+    if args.output_vocab == "train" and "img2txt" not in names:
+        raise VLPError("--output_vocab train takes the tokens of the training captions: it "
+                       "needs --tasks img2txt")
     if args.vqa_annotations and "vqa2" not in names:
         raise VLPError("--vqa_annotations is for --tasks vqa2")
     check_answer_vocab_flags(args)
@@ -341,6 +349,9 @@ def check_multitask_flags(args: argparse.Namespace, names: list[str]) -> None:
     for flag, on in (("--scst", args.scst), ("--fsdp", args.fsdp)):
         if on:
             raise VLPError(f"{flag} trains one task; --tasks {args.tasks} names several")
+    if args.output_vocab == "train" and "img2txt" not in names:
+        raise VLPError("--output_vocab train takes the tokens of the training captions: it "
+                       "needs --tasks img2txt")
     if args.vqa_annotations and "vqa2" not in names:
         raise VLPError("--vqa_annotations is for --tasks vqa2")
     args.task_learning_rates = per_task_values("--task_learning_rates", args.task_learning_rates,

@@ -98,7 +98,7 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
     tok_dir = setup.tokenizer_dir(args, resume)
     setup.check_vocabulary(tok_dir, resume or args.model_recover_path)
     several = len(tasks) > 1
-    datasets = []
+    datasets, caption_tokens = [], None
     for part in tasks:
         # Each task of a multi-task run keeps its token cache apart.
         cache = output_dir / "cache" / part.name if several else None
@@ -109,6 +109,9 @@ def prepare(args, info, device, output_dir: Path) -> Trainer:
                            f"model's vocabulary {model.config.vocab_size}: they do not "
                            "belong together")
         datasets.append(part.dataset(tokens, store, model.config, cache))
+        if part.name == "img2txt":
+            caption_tokens = tokens
+    model = setup.with_output_vocab(model, args, caption_tokens)
 
     micro = args.train_batch_size // args.gradient_accumulation_steps
     loader_options = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda",

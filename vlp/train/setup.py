@@ -219,3 +219,25 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def with_output_vocab(model: UnifiedVLP, args, caption_tokens) -> UnifiedVLP:
+    """`model` scoring the tokens --output_vocab names: "all" the whole vocabulary (VLP's),
+    "train" those of `caption_tokens` (the run's training captions, tokenised) with [PAD]
+    and [SEP]; without the flag, the model's own. Captions a kept output vocabulary lacks
+    a token of are an error naming the token, not a silent loss."""
+    config = model.config
+    if args.output_vocab == "all":
+        model.restrict_output(None)
+    elif args.output_vocab == "train":
+        ids = set(np.unique(caption_tokens.ids).tolist()) if caption_tokens is not None else set()
+        model.restrict_output(sorted(ids | {config.pad_token_id, config.sep_token_id}))
+    kept = model.config.output_vocab
+    if kept is not None and caption_tokens is not None:
+        outside = np.setdiff1d(np.unique(caption_tokens.ids), kept)
+        if len(outside):
+            raise VLPError(f"the model's output vocabulary ({len(kept)} tokens) lacks token "
+                           f"id {int(outside[0])} of the training captions ({len(outside)} "
+                           "such); train with --output_vocab train (or all)")
+    return model
+
