@@ -8,6 +8,8 @@ started again goes on where it was. The job ends with one summary table.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +103,7 @@ def choose_precision(out: Path, precision: str = "auto") -> dict:
 # the recipe's learning rates were tuned and its figures measured.
 RECIPE_FLAGS = ["--layer_norm_eps", "1e-12", "--new_layer_init", "bert", "--optimizer", "adamw"]
 # Finetuning epochs of the caption and VQA stages (full size; --tiny runs one).
-CAPTION_EPOCHS, VQA_EPOCHS = 8, 12
+CAPTION_EPOCHS, VQA_EPOCHS = 8, 4
 # Pretraining and captioning score the words of their own training text (a few hundred
 # of the vocabulary's 30,522): the same loss over what the text can say, at a fraction of
 # the output layer's cost, and decoding can only say those words.
@@ -291,13 +293,16 @@ def unigram_baseline(args, ctx: Context) -> float:
 
 
 def vqa_stage(ctx: Context) -> str:
-    """VQA finetuning from the pretrained checkpoint (bidirectional, soft targets; the new
-    answer classifier at ten times the encoder's learning rate; no dropout, with which the
-    loss leaves its answer-prior plateau about an epoch sooner), then the official
-    accuracy on ToyWorld's test split. Twelve epochs, twice the learning rates ended 3
-    points lower. The grid questions beside ToyWorld's own, with the box read through a
-    LayerNorm of its own, take the position questions off the answer prior."""
-    checkpoint, metrics = vqa_run(ctx, ctx.out / "vqa", pretrained(ctx))
+    """VQA and localization from text in one multi-task finetuning (`--tasks vqa2,refcoco`)
+    from the caption checkpoint, whose encoder already reads what the regions show: four
+    epochs of the questions (ToyWorld's and the grid questions, soft targets, the answer
+    classifier at ten times the encoder's rate, no dropout) and half an epoch of the
+    referring expressions, the box read through a LayerNorm of its own. Then the official
+    accuracy on ToyWorld's test questions; the grounding stage scores the same checkpoint.
+    From the pretrained model the questions alone needed twelve epochs: the loss sat on the
+    answer prior for a third of them (docs/experiments.md)."""
+    checkpoint, metrics = vqa_run(ctx, ctx.out / "vqa", ["--model_recover_path",
+                                                         ctx.results["caption"]["checkpoint"]])
     ctx.results["vqa"] = {"checkpoint": str(checkpoint), "metrics": metrics,
                           "examples": vqa_examples(ctx, checkpoint)}
     return vqa_line(metrics)
@@ -335,31 +340,44 @@ GRID_SEEDS = {"train": 11, "test": 12}
 
 
 def vqa_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
-    """The VQA stage's finetuning into `out` from `start`, on ToyWorld's training questions
-    and the grid questions of the same scenes, then the official accuracy on ToyWorld's
-    test questions (and, under "where", on the test scenes' grid questions)."""
+    """The VQA stage's multi-task finetuning into `out` from `start`: ToyWorld's training
+    questions with the grid questions of the same scenes (VQA_EPOCHS), and the training
+    referring expressions (GROUNDING_EPOCHS), each step's task drawn by those shares. Then
+    the official accuracy on ToyWorld's test questions (and, under "where", on the test
+    scenes' grid questions)."""
+    from vlp.data.grounding import read_expressions
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
     ann = ctx.out / "toyworld" / "annotations"
-    features = ctx.results["features"]["store"]
+    questions = ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"
     grid_q, grid_a = grid_questions(ctx, "train")
-    epochs, batch = ("1", "16") if ctx.tiny else (str(VQA_EPOCHS), "32")
+    refs = ann / "refcoco_toy" / "refs(unc).p"
+    batch = 16 if ctx.tiny else 32
+    asked = sum(len(json.loads(f.read_text())["questions"]) for f in (questions, grid_q))
+    per_epoch = [math.ceil(asked / batch), math.ceil(len(read_expressions(refs, ["train"])) / batch)]
+    steps = [per_epoch[0] * (1 if ctx.tiny else VQA_EPOCHS),
+             math.ceil(per_epoch[1] * GROUNDING_EPOCHS)]
     argv = ["--output_dir", str(out), *start,
-            "--do_lower_case", "--do_train", "--tasks", "vqa2", "--head_learning_rate", "1e-3",
-            "--src_file", str(ann / "vqa" / "v2_OpenEnded_toy_train_questions.json"), str(grid_q),
+            "--do_lower_case", "--do_train", "--tasks", "vqa2,refcoco",
+            "--task_weights", *map(str, steps), "--max_steps", str(sum(steps)),
+            "--head_learning_rate", "1e-3",
+            "--src_file", f"vqa2:{questions}", f"vqa2:{grid_q}", f"refcoco:{refs}",
             "--vqa_annotations", str(ann / "vqa" / "v2_toy_train_annotations.json"), str(grid_a),
-            "--image_map", str(ann / "dataset_toy.json"), "--features", features,
-            "--new_segment_ids", "--s2s_prob", "0", "--bi_prob", "1",
-            "--len_vis_input", str(TOY_REGIONS),
-            "--max_len_b", "20", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
-            "--drop_prob", "0", "--max_pred", "0", "--train_batch_size", batch,
-            "--num_train_epochs", epochs,
+            "--image_map", str(ann / "dataset_toy.json"), "--features",
+            ctx.results["features"]["store"], "--new_segment_ids", "--s2s_prob", "0",
+            "--bi_prob", "1", "--len_vis_input", str(TOY_REGIONS), "--max_len_b", "20",
+            "--learning_rate", "1e-4", "--warmup_proportion", "0.1", "--drop_prob", "0",
+            "--max_pred", "0", "--train_batch_size", str(batch),
+            # Epochs (of every task's batches once) enough for the steps drawn.
+            "--num_train_epochs", str(math.ceil(sum(steps) / sum(per_epoch))),
             *ctx.speed, *WHERE_FLAGS, "--log_steps", "5" if not ctx.tiny else "1",
             "--keep_checkpoints", "1"]
     train(check(build_parser().parse_args(argv)))
-    weights_only(out / f"model.{epochs}")
-    checkpoint = out / f"model.{epochs}"
+    checkpoint = out / f"step.{sum(steps)}"
+    for epoch in out.glob("model.*"):  # the run's epoch checkpoints: nothing reads them
+        shutil.rmtree(epoch)
+    weights_only(checkpoint)
     metrics = answer_test(ctx, checkpoint, (ann / "vqa" / "v2_OpenEnded_toy_test_questions.json",
                                             ann / "vqa" / "v2_toy_test_annotations.json"), "test")
     where = answer_test(ctx, checkpoint, grid_questions(ctx, "test"), "where_test")
@@ -385,9 +403,11 @@ def answer_test(ctx: Context, checkpoint: Path, files: tuple[Path, Path], split:
 
 def ablation_stage(ctx: Context) -> str:
     """The paper's "w/o pre-training" row: the caption and VQA finetuning as above, with
-    the same steps, from MiniLM's BERT weights instead of the pretrained checkpoint."""
+    the same steps, from MiniLM's BERT weights instead of the pretrained checkpoint (the
+    VQA run from that caption model, as the job's from its own)."""
     caption, caption_metrics = caption_run(ctx, ctx.out / "ablation" / "caption", from_bert())
-    vqa, vqa_metrics = vqa_run(ctx, ctx.out / "ablation" / "vqa", from_bert())
+    vqa, vqa_metrics = vqa_run(ctx, ctx.out / "ablation" / "vqa",
+                               ["--model_recover_path", str(caption)])
     ctx.results["ablation"] = {"caption": {"checkpoint": str(caption), "metrics": caption_metrics},
                                "vqa": {"checkpoint": str(vqa), "metrics": vqa_metrics}}
     return (f"from BERT: caption CIDEr {caption_metrics['CIDEr']:.3f}, fully true "
@@ -410,22 +430,25 @@ def vqa_examples(ctx: Context, checkpoint: Path, count: int = 12) -> list[dict]:
              "correct": question_accuracy(predicted[e.question_id], e) > 0} for e in examples]
 
 
-# Epochs of the grounding stage (full size): one reaches 99% Acc@0.5 (README).
-GROUNDING_EPOCHS = 1
+# Epochs of the referring expressions in the VQA stage's run (full size and --tiny).
+GROUNDING_EPOCHS = 0.5
 
 
 def grounding_stage(ctx: Context) -> str:
     """Localization from text on ToyWorld's referring expressions (refcoco_toy, RefCOCO's
-    layout), from the pretrained model with the VQA stage's region input, then Acc@0.5 on
-    the val and test splits, by expression kind."""
-    checkpoint, metrics = grounding_run(ctx, ctx.out / "grounding", pretrained(ctx))
+    layout) by the VQA stage's model, which trained on them beside the questions: Acc@0.5
+    on the val and test splits, by expression kind."""
+    checkpoint = Path(ctx.results["vqa"]["checkpoint"])
+    refs = ctx.out / "toyworld" / "annotations" / "refcoco_toy" / "refs(unc).p"
+    metrics = {split: located(ctx, checkpoint, refs, split) for split in ("val", "test")}
     ctx.results["grounding"] = {"checkpoint": str(checkpoint), "metrics": metrics,
                                 "examples": grounding_examples(ctx, checkpoint)}
     return grounding_line(metrics)
 
 
-def grounding_run(ctx: Context, out: Path, start: list[str],
-                  epochs: int = GROUNDING_EPOCHS) -> tuple[Path, dict]:
+def grounding_run(ctx: Context, out: Path, start: list[str], epochs: int = 1) -> tuple[Path, dict]:
+    """Localization alone (`vlp train --tasks refcoco`) into `out` from `start` for `epochs`,
+    then Acc@0.5 on the val and test splits."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
