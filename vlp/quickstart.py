@@ -355,7 +355,8 @@ def vqa_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
     refs = ann / "refcoco_toy" / "refs(unc).p"
     batch = 16 if ctx.tiny else 32
     asked = sum(len(json.loads(f.read_text())["questions"]) for f in (questions, grid_q))
-    per_epoch = [math.ceil(asked / batch), math.ceil(len(read_expressions(refs, ["train"])) / batch)]
+    expressions = len(read_expressions(refs, ["train"]))
+    per_epoch = [math.ceil(asked / batch), math.ceil(expressions / batch)]
     steps = [per_epoch[0] * (1 if ctx.tiny else VQA_EPOCHS),
              math.ceil(per_epoch[1] * GROUNDING_EPOCHS)]
     argv = ["--output_dir", str(out), *start,

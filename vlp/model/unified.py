@@ -143,8 +143,7 @@ class UnifiedVLP(nn.Module):
                 region_masked: torch.Tensor | None = None,
                 block_masked: bool = False) -> torch.Tensor:
         """Last hidden states [B, R + 2 + T, H], zero at padding. `s2s` [B] bool (default:
-        all seq2seq);
-        `sparse_words` only when the loss goes through the MLM head (see embed);
+        all seq2seq); `sparse_words` only when the loss goes through the MLM head (see embed);
         `region_masked`, `block_masked`: regions masked (see _embed)."""
         return self.encode(text_ids, text_lengths, region_features, region_locations,
                            num_regions, s2s, sparse_words, region_masked, block_masked)[0]
@@ -244,8 +243,8 @@ class UnifiedVLP(nn.Module):
                        task_idx: torch.Tensor | int | None = None):
         where = (masked.positions + region_slots + 2)[..., None].expand(-1, -1, hidden.shape[-1])
         # With an output vocabulary the softmax runs over its tokens alone.
-        logits = self.mlm_head(hidden.gather(1, where), task_idx, kept_only=True)
         head = self.mlm_head
+        logits = head(hidden.gather(1, where), task_idx, kept_only=True)
         return masked_lm_loss(logits, head.rows(masked.labels), masked.weights, label_smoothing,
                               drop_worst, head.row(self.config.pad_token_id))
 

@@ -349,9 +349,6 @@ def check_multitask_flags(args: argparse.Namespace, names: list[str]) -> None:
     for flag, on in (("--scst", args.scst), ("--fsdp", args.fsdp)):
         if on:
             raise VLPError(f"{flag} trains one task; --tasks {args.tasks} names several")
-    if args.output_vocab == "train" and "img2txt" not in names:
-        raise VLPError("--output_vocab train takes the tokens of the training captions: it "
-                       "needs --tasks img2txt")
     if args.vqa_annotations and "vqa2" not in names:
         raise VLPError("--vqa_annotations is for --tasks vqa2")
     args.task_learning_rates = per_task_values("--task_learning_rates", args.task_learning_rates,

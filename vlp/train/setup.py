@@ -226,15 +226,15 @@ def with_output_vocab(model: UnifiedVLP, args, caption_tokens) -> UnifiedVLP:
     "train" those of `caption_tokens` (the run's training captions, tokenised) with [PAD]
     and [SEP]; without the flag, the model's own. Captions a kept output vocabulary lacks
     a token of are an error naming the token, not a silent loss."""
-    config = model.config
+    used = None if caption_tokens is None else np.unique(caption_tokens.ids)
     if args.output_vocab == "all":
         model.restrict_output(None)
-    elif args.output_vocab == "train":
-        ids = set(np.unique(caption_tokens.ids).tolist()) if caption_tokens is not None else set()
-        model.restrict_output(sorted(ids | {config.pad_token_id, config.sep_token_id}))
+    elif args.output_vocab == "train":  # check() made sure the run has captions
+        special = {model.config.pad_token_id, model.config.sep_token_id}
+        model.restrict_output(sorted(set(used.tolist()) | special))
     kept = model.config.output_vocab
-    if kept is not None and caption_tokens is not None:
-        outside = np.setdiff1d(np.unique(caption_tokens.ids), kept)
+    if kept is not None and used is not None:
+        outside = np.setdiff1d(used, kept)
         if len(outside):
             raise VLPError(f"the model's output vocabulary ({len(kept)} tokens) lacks token "
                            f"id {int(outside[0])} of the training captions ({len(outside)} "
