@@ -187,7 +187,7 @@ def _overflow_on_one_rank(rank: int, store_path: str, optimizer: str, out: str) 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    from vlp.train import optim, precision
+    from vlp.train import distributed, optim, precision
 
     dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
     torch.manual_seed(0)
@@ -206,7 +206,7 @@ def _overflow_on_one_rank(rank: int, store_path: str, optimizer: str, out: str) 
     after = [p.full_tensor() for p in model.parameters()]
     unchanged = all(torch.equal(a, b) for a, b in zip(before, after))
     torch.save({"unchanged": unchanged, "scale": scaler.get_scale()}, f"{out}.{rank}")
-    dist.destroy_process_group()
+    distributed.shutdown(finished=True)  # every rank done before gloo closes
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "bertadam"])
