@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from test_decode import EOS, regions, tiny_model
 from train_fixtures import make_inputs, train_argv
 from vlp.data.tokens import load_tokenizer
-from vlp.decode import CaptionGenerator, SearchSettings
+from vlp.decode import CaptionGenerator, SearchSettings, caption_log_probs
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP, VLPConfig
+from vlp.model.decoding import CachedSteps, FullSteps, decoding_steps
 from vlp.model.masked_lm import MaskedText
 from vlp.train.main import main
 
@@ -61,6 +62,47 @@ def test_decoding_a_restricted_model_emits_only_its_tokens():
     after = CaptionGenerator(model, settings).generate(*regions())
     assert {t for h in after for t in h.tokens} <= set(kept)
     assert all(len(h.tokens) >= 4 for h in after)
+
+
+KEPT = [0, EOS, 5, 8, 11, 12, 13, 20, 31]
+
+
+def test_sampling_among_the_kept_tokens_draws_the_models_distribution():
+    model = tiny_model(seed=4)
+    model.restrict_output(KEPT)
+    feats, locs, n = regions()
+    reps = 4000
+    many = [x.repeat_interleave(reps, 0) for x in (feats, locs, n)]
+    with torch.no_grad():
+        drawn = CaptionGenerator(model, SearchSettings(eos_id=EOS, max_length=1)).sample(
+            *many, generator=torch.Generator().manual_seed(0))
+        probs = decoding_steps(model, feats, locs, n, 1).step(None).float().softmax(-1)
+    first = drawn.tokens[:, 0].view(3, reps)
+    freq = torch.stack([torch.bincount(row, minlength=40) for row in first]).float() / reps
+    assert set(first.unique().tolist()) <= set(KEPT)
+    assert (freq - probs).abs().max() < 0.03  # 4000 draws: standard error <= 0.008
+
+
+def test_a_captions_gradient_through_the_decoding_cache_is_the_full_recomputations():
+    """SCST backpropagates through the cached steps, whose output rows are taken once and
+    whose word lookups give sparse gradients; the gradient must be the full forward's."""
+    model = tiny_model(seed=5)
+    model.restrict_output(KEPT)
+    feats, locs, n = regions()
+    tokens = torch.tensor([[5, 8, 11, EOS, 0], [12, 12, EOS, 0, 0], [31, 20, 13, 8, EOS]])
+    lengths = torch.tensor([4, 3, 5])
+
+    def gradients(steps_class):
+        model.zero_grad(set_to_none=True)
+        steps = steps_class(model, feats, locs, n, tokens.shape[1])
+        caption_log_probs(steps, tokens, lengths).sum().backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    cached, full = gradients(CachedSteps), gradients(FullSteps)
+    assert cached.keys() == full.keys()
+    assert not cached["embeddings.word_embeddings.weight"].is_sparse
+    for name, grad in full.items():
+        assert torch.allclose(cached[name], grad, atol=1e-5), name
 
 
 def test_training_keeps_the_captions_tokens_and_a_checkpoint_carries_them(inputs, tmp_path):

@@ -58,7 +58,8 @@ class CaptionGenerator:
         `mask_lengths` and `after_end` as decoding_steps' and search.sample's."""
         steps = self._steps(region_features, region_locations, num_regions, mask_lengths)
         return sample(steps, region_features.shape[0], self.s, temperature, top_k, top_p,
-                      self.model.config.pad_token_id, generator, after_end)
+                      self.model.config.pad_token_id, generator, after_end,
+                      self.model.mlm_head.kept)
 
 
 __all__ = ["CaptionGenerator", "Hypothesis", "Samples", "SearchSettings", "beam_search",

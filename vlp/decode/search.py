@@ -160,12 +160,15 @@ class Samples:
 
 def sample(steps, rows: int, s: SearchSettings, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, pad_id: int = 0,
-           generator: torch.Generator | None = None, after_end: int = 0) -> Samples:
+           generator: torch.Generator | None = None, after_end: int = 0,
+           support: torch.Tensor | None = None) -> Samples:
     """Draw one caption per row from the model's distribution (with temperature, top-k,
     top-p). Runs under the caller's grad mode, so SCST can backpropagate the log-probs.
     `after_end`: steps a row goes on drawing after its end token, those tokens and
     log-probs kept as drawn (VLP's SCST loss counts the token drawn right after the end);
-    pad_id and 0 only after them."""
+    pad_id and 0 only after them. `support`: the token ids that may be drawn (an output
+    vocabulary's, whose other tokens score -1e4: 0 after the softmax), drawn among alone,
+    at a fraction of the whole vocabulary's cost."""
     procs = s.processors()
     tokens, log_probs, prev, end_step, history = [], [], None, None, None
     for t in range(s.max_length):
@@ -176,8 +179,11 @@ def sample(steps, rows: int, s: SearchSettings, temperature: float = 1.0, top_k:
             end_step = torch.full((rows,), s.max_length, dtype=torch.long, device=device)
         lprobs = apply(procs, F.log_softmax(logits, dim=-1), history)
         with torch.no_grad():
-            probs = _filter(lprobs.detach(), top_k, top_p).softmax(-1)
+            drawable = lprobs.detach() if support is None else lprobs.detach()[:, support]
+            probs = _filter(drawable, top_k, top_p).softmax(-1)
             prev = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            if support is not None:
+                prev = support[prev]
         done = t > end_step + after_end
         prev = prev.masked_fill(done, pad_id)
         log_probs.append(lprobs.gather(1, prev[:, None]).squeeze(1).masked_fill(done, 0.0))

@@ -135,18 +135,26 @@ class MaskedLMHead(nn.Module):
         """A token id's row in `kept_only` scores."""
         return token if self.ids is None else self.ids.index(token)
 
+    def kept_rows(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The output layer's weight and bias rows of the kept tokens (None without an
+        output vocabulary). Taken once for many calls of `forward` (a decoding's steps),
+        their gradient flows back to the tables once rather than once per call."""
+        if self.kept is None:
+            return None
+        return self._tied[0].weight.index_select(0, self.kept), self.bias.index_select(0, self.kept)
+
     def forward(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None,
-                kept_only: bool = False):
+                kept_only: bool = False, rows: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Scores over the vocabulary; with an output vocabulary, tokens outside it score
         -1e4 (nothing after a softmax), or with `kept_only` only its tokens are scored,
-        in its order (labels through `rows`)."""
+        in its order (labels through `rows`). `rows`: `kept_rows()` taken beforehand."""
         x = self.LayerNorm(self.act(self.dense(hidden)))
         if self.projections > 1:
             x = pick_projection(x, self.projections, task_idx)
-        weight, bias = self._tied[0].weight, self.bias
+        weight = self._tied[0].weight
         if self.kept is None:
-            return F.linear(x, weight, bias)
-        scores = F.linear(x, weight.index_select(0, self.kept), bias.index_select(0, self.kept))
+            return F.linear(x, weight, self.bias)
+        scores = F.linear(x, *(rows if rows is not None else self.kept_rows()))
         if kept_only:
             return scores
         # Only the kept rows are multiplied; the others are filled in.

@@ -178,10 +178,11 @@ class UnifiedVLP(nn.Module):
         return self.encoder(x, mask)
 
     # -- heads and losses ----------------------------------------------------------------
-    def mlm_logits(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None):
+    def mlm_logits(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None,
+                   rows: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Vocabulary scores; `task_idx` (int or [B]) picks a --relax_projection head's
-        projection (RELAX_TASK_INDEX; default seq2seq's)."""
-        return self.mlm_head(hidden, task_idx)
+        projection (RELAX_TASK_INDEX; default seq2seq's); `rows` as MaskedLMHead's."""
+        return self.mlm_head(hidden, task_idx, rows=rows)
 
     def masked_region_loss(self, hidden: torch.Tensor, parts, region_masked: torch.Tensor):
         """VLP's loss on the regions `region_masked` marks (vlp.model.masked_regions), from
