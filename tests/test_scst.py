@@ -386,6 +386,9 @@ def test_scst_bad_input_is_named(ce_run, tmp_path, capsys):
     inputs, root = ce_run
     argv = train_argv(inputs, tmp_path / "x", "--scst")
     assert main(argv) == 2 and "--model_recover_path" in capsys.readouterr().err
+    argv = train_argv(inputs, tmp_path / "x", "--scst", "--fsdp", "--model_recover_path",
+                      str(root / "ce" / "model.2"))
+    assert main(argv) == 2 and "--scst does not run with --fsdp" in capsys.readouterr().err
     with pytest.raises(VLPError, match="image im1 has no reference caption"):
         CiderReward.from_captions([Caption("im0", 0, "a red circle"), Caption("im1", 1, " ")])
     other = tmp_path / "other_bert"

@@ -281,6 +281,11 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise VLPError(f"--s2s_prob {args.s2s_prob} + --bi_prob {args.bi_prob} must be 1")
     if args.max_len_a:
         raise VLPError("--max_len_a must be 0: captions are segment B, images segment A")
+    if args.scst and args.fsdp:
+        # Each rank samples until its own captions end, so ranks would gather each
+        # layer's weights a different number of times and wait for one another forever.
+        raise VLPError("--scst does not run with --fsdp (sampled captions end at a different "
+                       "step on each rank); use DDP, which SCST's model size allows")
     if args.train_batch_size % args.gradient_accumulation_steps:
         raise VLPError(f"--train_batch_size {args.train_batch_size} is not a multiple of "
                        f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
