@@ -241,6 +241,33 @@ def test_the_position_probes_run_on_the_main_job(tiny_job):
     assert len(filled) == 1 and 0.0 <= float(filled[0].rsplit(" ", 1)[1]) <= 1.0
 
 
+PLACE_READING = Path(__file__).parents[1] / "scripts" / "toyworld_place_reading.py"
+
+
+def test_the_place_reading_probe_asks_about_every_drawn_test_shape(tiny_job):
+    import json
+    import re
+
+    out, _, _ = tiny_job
+    ann = out / "toyworld" / "annotations"
+    test_files = {im["filename"] for im in json.loads((ann / "dataset_toy.json").read_text())["images"]
+                  if im["split"] == "test"}
+    shapes = sum(len(s["objects"]) for s in json.loads((ann / "scenes_toy.json").read_text())
+                 if s["file_name"] in test_files)
+    run = subprocess.run([sys.executable, str(PLACE_READING), str(out),
+                          str(out / "caption" / "model.1")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary, cells, chosen = run.stdout.splitlines()[-3:]
+    right, total = map(int, re.search(r"the right place for (\d+) of (\d+) shapes", summary).groups())
+    assert total == shapes > 0 and 0 <= right <= total
+    per_cell = json.loads(cells)
+    assert len(per_cell) == 9
+    assert sum(int(v.split("/")[1]) for v in per_cell.values()) == shapes
+    assert sum(int(v.split("/")[0]) for v in per_cell.values()) == right
+    assert sum(json.loads(chosen.split(":", 1)[1]).values()) == shapes
+
+
 def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
     from vlp import quickstart
     from vlp.train import precision
