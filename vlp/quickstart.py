@@ -250,16 +250,17 @@ def decode_test(ctx: Context, checkpoint: Path) -> dict:
 
 def scst_stage(ctx: Context) -> str:
     """Self-critical training from the caption checkpoint: --scst_reward standard (CIDEr-D
-    against all of an image's references, greedy baseline), one epoch of 50 steps at 5e-6
-    (above 1e-5 lost CIDEr where 5e-6 gained 4-10% over three seeds and two captioners).
-    VLP's SCST (--scst_reward vlp) tied it only at 1e-6 over 250 steps, four times the
-    time, and lost CIDEr at the same cost (README, "Which SCST")."""
+    against all of an image's references, greedy baseline), two epochs of 50 steps at 5e-6
+    (above 1e-5 lost CIDEr; one epoch gained 7.6-12.2% over five seeds, two 13.5-13.9%
+    over two, docs/experiments.md). VLP's SCST (--scst_reward vlp) tied it only at 1e-6
+    over 250 steps, four times the time, and lost CIDEr at the same cost (README, "Which
+    SCST")."""
     from vlp.train.args import build_parser, check
     from vlp.train.main import train
 
     out = ctx.out / "scst"
     src = ctx.out / "toyworld" / "annotations" / "dataset_toy.json"
-    epochs, batch, length = ("1", "8", "8") if ctx.tiny else ("1", "32", "20")
+    epochs, batch, length = ("1", "8", "8") if ctx.tiny else ("2", "32", "20")
     argv = ["--output_dir", str(out), "--model_recover_path", ctx.results["caption"]["checkpoint"],
             "--do_lower_case", "--do_train", "--scst", "--scst_reward", "standard",
             "--src_file", str(src),
