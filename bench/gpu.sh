@@ -267,6 +267,13 @@ step decode 180 train-bf16 decode "$OUT/decode" -- "$PY" -m vlp decode \
     --model_recover_path "$OUT/train_bf16/model.1" "${DECODE[@]}" --grounding \
     --output_dir "$OUT/decode"
 
+# 6b. SCST on every GPU (DDP): captions sampled in train mode with the K/V cache, drawn
+#     among the training captions' words (--output_vocab train), then six policy steps
+step scst 180 train-bf16 train "$OUT/scst" -- "${TORCHRUN[@]}" -m vlp.run_img2txt_dist \
+    --output_dir "$OUT/scst" --model_recover_path "$OUT/train_bf16/model.1" "${CAPTIONS[@]}" \
+    --scst --scst_reward standard --mask_prob 0 --max_pred 0 --learning_rate 5e-6 \
+    --output_vocab train --max_steps 6 --bf16
+
 # 7. VQA: one epoch of finetuning from the caption run, then the official accuracy on test
 step vqa-train 180 train-bf16 train "$OUT/vqa" -- "$PY" -m vlp train --tasks vqa2 \
     --output_dir "$OUT/vqa" --model_recover_path "$OUT/train_bf16/model.1" \

@@ -183,7 +183,8 @@ def test_dry_run_trains_in_fp16_bf16_ddp_and_fsdp(listed):
     import torch
 
     gpus = str(torch.cuda.device_count() or 1)
-    ddp = [hit for hit in find(listed, "torchrun", tasks="img2txt") if "--fsdp" not in hit[1]]
+    ddp = [hit for hit in find(listed, "torchrun", tasks="img2txt")
+           if "--fsdp" not in hit[1] and "--scst" not in hit[1]]
     assert len(ddp) == 1, ddp
     ddp_launch = ddp[0][2][0]
     fsdp_i, _, (fsdp_launch, fsdp) = one(listed, "torchrun", fsdp=True, bf16=True)
@@ -209,6 +210,16 @@ def test_dry_run_decodes_and_answers_vqa_from_checkpoints_it_trains(listed):
     eval_i, _, ev = one(listed, "eval-vqa")
     assert Path(ev.model_recover_path).parent == Path(vqa.output_dir) and vqa_i < eval_i
     assert ev.vqa_annotations
+
+
+def test_dry_run_runs_scst_on_every_gpu_from_the_caption_checkpoint(listed):
+    import torch
+
+    bf16_i, _, bf16 = one(listed, "train", bf16=True, tasks="img2txt")
+    scst_i, _, (launch, scst) = one(listed, "torchrun", scst=True)
+    assert launch.nproc_per_node == str(torch.cuda.device_count() or 1) and not scst.fsdp
+    assert Path(scst.model_recover_path).parent == Path(bf16.output_dir) and bf16_i < scst_i
+    assert scst.output_vocab == "train" and scst.bf16 and scst.max_steps > 0
 
 
 def test_dry_run_trains_three_tasks_on_every_gpu_and_locates_from_the_checkpoint(listed):
