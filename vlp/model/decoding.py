@@ -60,10 +60,10 @@ class CachedSteps:
         self.cache = model.new_cache()
         model.encoder(x, mask, self.cache)
         self.t = 0  # text tokens fed so far
-        # Under autograd (SCST's samples) the output rows are taken once for all steps, and
-        # each step's word lookups give the table a sparse gradient: the steps' gradients
-        # then reach the vocabulary-sized tables once, not once per step.
-        self.rows = model.mlm_head.kept_rows()
+        # The output rows are taken once for all steps and, under autograd (SCST's
+        # samples), each step's word lookups give the table a sparse gradient: the steps'
+        # gradients then reach the vocabulary-sized tables once, not once per step.
+        self.output_rows = model.mlm_head.kept_rows()
 
     def step(self, prev_tokens: torch.Tensor | None) -> torch.Tensor:
         """Scores [rows, vocab] of text token t given tokens < t (`prev_tokens` is token
@@ -91,7 +91,7 @@ class CachedSteps:
         x = e(e.words(ids, positions, sparse=torch.is_grad_enabled()), segments)
         hidden = self.model.encoder(x, mask, self.cache, keep=new - 1)
         self.t += 1
-        return self.model.mlm_logits(hidden[:, -1], rows=self.rows)
+        return self.model.mlm_logits(hidden[:, -1], output_rows=self.output_rows)
 
     def reorder(self, index: torch.Tensor) -> None:
         self.cache.reorder(index)

@@ -144,17 +144,18 @@ class MaskedLMHead(nn.Module):
         return self._tied[0].weight.index_select(0, self.kept), self.bias.index_select(0, self.kept)
 
     def forward(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None,
-                kept_only: bool = False, rows: tuple[torch.Tensor, torch.Tensor] | None = None):
+                kept_only: bool = False,
+                output_rows: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Scores over the vocabulary; with an output vocabulary, tokens outside it score
         -1e4 (nothing after a softmax), or with `kept_only` only its tokens are scored,
-        in its order (labels through `rows`). `rows`: `kept_rows()` taken beforehand."""
+        in its order (labels through `rows`). `output_rows`: `kept_rows()` taken beforehand."""
         x = self.LayerNorm(self.act(self.dense(hidden)))
         if self.projections > 1:
             x = pick_projection(x, self.projections, task_idx)
         weight = self._tied[0].weight
         if self.kept is None:
             return F.linear(x, weight, self.bias)
-        scores = F.linear(x, *(rows if rows is not None else self.kept_rows()))
+        scores = F.linear(x, *(output_rows if output_rows is not None else self.kept_rows()))
         if kept_only:
             return scores
         # Only the kept rows are multiplied; the others are filled in.

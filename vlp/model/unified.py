@@ -179,10 +179,10 @@ class UnifiedVLP(nn.Module):
 
     # -- heads and losses ----------------------------------------------------------------
     def mlm_logits(self, hidden: torch.Tensor, task_idx: torch.Tensor | int | None = None,
-                   rows: tuple[torch.Tensor, torch.Tensor] | None = None):
+                   output_rows: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Vocabulary scores; `task_idx` (int or [B]) picks a --relax_projection head's
-        projection (RELAX_TASK_INDEX; default seq2seq's); `rows` as MaskedLMHead's."""
-        return self.mlm_head(hidden, task_idx, rows=rows)
+        projection (RELAX_TASK_INDEX; default seq2seq's); `output_rows` as MaskedLMHead's."""
+        return self.mlm_head(hidden, task_idx, output_rows=output_rows)
 
     def masked_region_loss(self, hidden: torch.Tensor, parts, region_masked: torch.Tensor):
         """VLP's loss on the regions `region_masked` marks (vlp.model.masked_regions), from
