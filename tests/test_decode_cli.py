@@ -124,3 +124,14 @@ def test_another_image_is_always_a_different_one():
         other_images(["x", "x"])
     with pytest.raises(VLPError, match="two images or more"):
         score_references(None, [Caption("x", 1, "a red circle")], {}, None, regions=4)
+
+
+def test_an_ignored_word_outside_the_vocabulary_is_named(trained, tmp_path, capsys):
+    """VLP mapped it to [UNK] and ignored nothing; here the flag's word is named."""
+    inputs, run = trained
+    argv = decode_argv(inputs, run / "model.2", tmp_path, "--beam_size", "2",
+                       "--forbid_duplicate_ngrams", "--forbid_ignore_word", "[sep]|qqqzzz")
+    assert decode_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--forbid_ignore_word: qqqzzz not in the vocabulary" in err and "\n" not in err
+    assert not list(tmp_path.glob("*.results.json"))

@@ -148,6 +148,28 @@ def test_caption_any_image_with_the_bundle(tiny_job, tmp_path):
     assert "broken.jpg" in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
 
+def test_the_bundle_captions_a_test_image_as_the_job_decoded_it(tiny_job):
+    """`vlp caption --bundle` runs the detector on the JPEG and the job's beam search
+    (trigrams not repeated, CAPTION_DECODING): the caption the job scored, word for word."""
+    import json
+
+    from vlp.bundle import ImageCaptioner, load_bundle
+    from vlp.quickstart import CAPTION_DECODING
+
+    out, _, _ = tiny_job
+    bundle = load_bundle(out)
+    assert {k: getattr(bundle, k) for k in CAPTION_DECODING} == CAPTION_DECODING
+    scored = json.loads((out / "scst" / "model.1.test.beam3.results.json").read_text())
+    images = {im["cocoid"]: im["filename"] for im in json.loads(
+        (out / "toyworld" / "annotations" / "dataset_toy.json").read_text())["images"]}
+    captioner = ImageCaptioner(bundle)
+    assert captioner.generator.s.forbid_ignore == tuple(
+        captioner.tokenizer.convert_tokens_to_ids([","]))
+    for row in scored[:3]:
+        path = out / "toyworld" / "images" / images[row["image_id"]]
+        assert captioner.caption(path)["caption"] == row["caption"], row["image_id"]
+
+
 def test_ask_about_an_image_with_the_bundle(tiny_job):
     import json
 

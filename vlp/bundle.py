@@ -29,6 +29,11 @@ class Bundle:
     extract: dict = field(default_factory=dict)   # conf, nms_iou, min_boxes, max_boxes
     max_length: int = 20
     beam_size: int = 3
+    # `vlp decode`'s --forbid_duplicate_ngrams, --ngram_size, --forbid_ignore_word ("|"
+    # between words); a bundle without them decodes as VLP does by default.
+    forbid_duplicate_ngrams: bool = False
+    ngram_size: int = 3
+    forbid_ignore_word: str | None = None
     vqa_model: str | None = None
     grounding_model: str | None = None
 
@@ -154,6 +159,7 @@ class ImageCaptioner(_Regions):
     def __init__(self, bundle: Bundle, device: str = "cpu", beam_size: int | None = None):
         from vlp.data.tokens import load_tokenizer
         from vlp.decode import CaptionGenerator, SearchSettings
+        from vlp.decode.run import ignored_tokens
         from vlp.model import UnifiedVLP
 
         super().__init__(bundle, device)
@@ -162,7 +168,11 @@ class ImageCaptioner(_Regions):
         self.tokenizer = load_tokenizer(model_dir)
         settings = SearchSettings(eos_id=self.model.config.sep_token_id,
                                   max_length=bundle.max_length,
-                                  beam_size=beam_size or bundle.beam_size)
+                                  beam_size=beam_size or bundle.beam_size,
+                                  forbid_duplicate_ngrams=bundle.forbid_duplicate_ngrams,
+                                  ngram_size=bundle.ngram_size,
+                                  forbid_ignore=ignored_tokens(self.tokenizer,
+                                                               bundle.forbid_ignore_word))
         self.generator = CaptionGenerator(self.model, settings)
 
     def caption(self, image_path: str | Path, n_best: int = 1) -> dict:

@@ -115,6 +115,20 @@ CAPTION_MASKING = ["--mask_prob", "0.5", "--max_pred", "10"]
 # sines/cosines at 3 octaves (fresh layers on the pretrained model): with them and the grid
 # questions, position questions leave the answer prior (docs/experiments.md).
 WHERE_FLAGS = ["--region_location", "normed", "--box_frequencies", "3"]
+# The job's beam search forbids a caption to repeat a word trigram (VLP's decoding flags,
+# off by default there), except right after a comma, so that "one red shape , one blue
+# shape" may list on: without it the captioners wrote "one red shape and one red shape"
+# for two red shapes (docs/experiments.md). The bundle decodes the same way.
+CAPTION_DECODING = {"forbid_duplicate_ngrams": True, "ngram_size": 3, "forbid_ignore_word": ","}
+
+
+def decoding_flags(decoding: dict) -> list[str]:
+    """CAPTION_DECODING as `vlp decode` flags."""
+    flags = ["--forbid_duplicate_ngrams"] if decoding["forbid_duplicate_ngrams"] else []
+    flags += ["--ngram_size", str(decoding["ngram_size"])]
+    if decoding["forbid_ignore_word"]:
+        flags += ["--forbid_ignore_word", decoding["forbid_ignore_word"]]
+    return flags
 
 
 def speed_flags(choice: dict) -> list[str]:
@@ -224,7 +238,8 @@ def caption_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
 
 
 def decode_test(ctx: Context, checkpoint: Path) -> dict:
-    """Beam-3 captions of ToyWorld's test split and their coco-caption metrics, with the
+    """Beam-3 captions of ToyWorld's test split (CAPTION_DECODING) and their coco-caption
+    metrics, with the
     test references' grounding figures under "grounding" and how true the captions are
     of the scenes drawn under "truth" (vlp.eval.caption_truth)."""
     from vlp.cli.decode import main as decode_main
@@ -236,7 +251,7 @@ def decode_test(ctx: Context, checkpoint: Path) -> dict:
             "--features", ctx.results["features"]["store"], "--split", "test",
             "--beam_size", "3", "--len_vis_input", str(TOY_REGIONS), "--max_tgt_length", "20",
             "--batch_size", "32", "--output_dir", str(checkpoint.parent), "--num_workers", "1",
-            "--grounding"]
+            "--grounding", *decoding_flags(CAPTION_DECODING)]
     grounding_file = checkpoint.parent / f"{checkpoint.name}.test.grounding.json"
     done = metrics_file.is_file() and grounding_file.is_file()
     if not done and decode_main(argv) != 0:
@@ -518,7 +533,7 @@ def bundle_stage(ctx: Context) -> str:
                         vqa_model=Path(vqa["checkpoint"]) if vqa else None,
                         grounding_model=(Path(ctx.results["grounding"]["checkpoint"])
                                          if "grounding" in ctx.results else None),
-                        max_length=20, beam_size=3)
+                        max_length=20, beam_size=3, **CAPTION_DECODING)
     return f"vlp caption IMAGE --bundle {path.parent}"
 
 

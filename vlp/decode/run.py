@@ -59,12 +59,20 @@ def vocabulary_dir(args, checkpoint: Path) -> Path:
     raise VLPError(f"{checkpoint} has no vocab.txt: pass --bert_model with its vocabulary")
 
 
+def ignored_tokens(tokenizer, words: str | None) -> tuple[int, ...]:
+    """--forbid_ignore_word's token ids: words between "|", "[sep]" read as "[SEP]"."""
+    if not words:
+        return ()
+    words = [w.upper() if w.startswith("[") and w.endswith("]") else w for w in words.split("|")]
+    unknown = [w for w in words if w not in tokenizer.vocab]
+    if unknown:
+        raise VLPError(f"--forbid_ignore_word: {' '.join(unknown)} not in the vocabulary "
+                       "(one word piece per word, '|' between them)")
+    return tuple(tokenizer.convert_tokens_to_ids(words))
+
+
 def settings(args, tokenizer, config) -> SearchSettings:
-    ignore = ()
-    if args.forbid_ignore_word:
-        words = [w.upper() if w.startswith("[") and w.endswith("]") else w
-                 for w in args.forbid_ignore_word.split("|")]
-        ignore = tuple(tokenizer.convert_tokens_to_ids(words))
+    ignore = ignored_tokens(tokenizer, args.forbid_ignore_word)
     return SearchSettings(eos_id=config.sep_token_id, max_length=args.max_tgt_length,
                           beam_size=args.beam_size, min_length=args.min_len,
                           length_penalty=args.length_penalty, length_norm=args.length_norm,
