@@ -9,7 +9,15 @@ same with every region's box replaced by another region's of the image (a model 
 reads the box changes its choice; one that does not, does not). A model that ignores the
 boxes picks one or two places for every shape: about 1/6 of the shapes lie in the centre.
 
-    python scripts/toyworld_place_reading.py runs/quickstart CHECKPOINT [--images 200]
+With --layers it also says where the place is lost, layer by layer: a linear probe
+(multinomial logistic regression, fitted on the training scenes, scored on the test
+scenes) reads the 3x3 cell from (a) each region slot's hidden state, the cell of the
+region's box, and (b) the hidden state at the [MASK] that follows "a SIZE COLOUR SHAPE"
+in seq2seq mode, where decoding writes the place, the cell of the shape named. A model
+whose slots know their cell while (b) stays at the prior does not carry the named shape's
+place to the words.
+
+    python scripts/toyworld_place_reading.py runs/quickstart CHECKPOINT [--images 200] [--layers]
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ def main() -> None:
     p.add_argument("run", type=Path, help="a main-job output directory (toyworld/, regions.lmdb)")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--images", type=int, default=200, help="test images to read")
+    p.add_argument("--layers", action="store_true",
+                   help="also probe each layer's hidden states for the cell (see above)")
     args = p.parse_args()
 
     ann = args.run / "toyworld" / "annotations"
@@ -98,6 +108,91 @@ def main() -> None:
           f"{100 * moved_right / n:.1f}%, the choice changed for {100 * changed / n:.1f}%")
     print(json.dumps({PLACES[c]: f"{right[c]}/{total[c]}" for c in PLACES}))
     print("chosen:", json.dumps({PLACES[c]: chosen[c] for c in PLACES if chosen[c]}))
+    if args.layers:
+        split_keys = {split: {c.image_id: c.image_key
+                              for c in read_captions([ann / "dataset_toy.json"], (split,))}
+                      for split in ("train", "test")}
+        states = {split: layer_states(model, tokenizer, store, objects, sizes,
+                                      sorted(found.items())[:args.images])
+                  for split, found in split_keys.items()}
+        for what, label in (("region", "region slots, their box's cell"),
+                            ("text", "the [MASK] after the shape's words, the shape's cell")):
+            (x_train, y_train), (x_test, y_test) = states["train"][what], states["test"][what]
+            prior = 100 * np.bincount(y_test).max() / len(y_test)
+            accuracy = [probe_accuracy(x_train[:, layer], y_train, x_test[:, layer], y_test)
+                        for layer in range(x_train.shape[1])]
+            print(f"probe, {label}: {len(y_train)} train / {len(y_test)} test, prior "
+                  f"{prior:.1f}%, by layer " + " ".join(f"{a:.1f}" for a in accuracy))
+
+
+CELLS = list(PLACES)
+
+
+def box_cell(box, width: float, height: float) -> tuple[str, str]:
+    """(row, column) of a box's centre in the 3x3 grid, as vlp.eval.caption_truth.cell."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return (("top", "middle", "bottom")[min(2, int(3 * cy / height))],
+            ("left", "middle", "right")[min(2, int(3 * cx / width))])
+
+
+@torch.no_grad()
+def layer_states(model, tokenizer, store, objects, sizes, images) -> dict:
+    """{"region": (states [N, layers, H], cells [N]), "text": (...)} over `images`
+    ((image_id, store key) pairs), one image and shape at a time (no padding)."""
+    captured: list[torch.Tensor] = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out.float()))
+             for layer in model.encoder.layer]
+    rows = {"region": ([], []), "text": ([], [])}
+    mask = tokenizer.convert_tokens_to_ids("[MASK]")
+    try:
+        for image_id, key in images:
+            scene = Scene(tuple(objects[image_id]), *sizes[image_id])
+            record = store[key]
+            features, locations = region_inputs(record, model.config.max_regions, "auto",
+                                                model.config.region_box_octaves)
+            r = len(features)
+            inputs = (torch.from_numpy(features)[None], torch.from_numpy(locations)[None],
+                      torch.tensor([r]))
+            for k, o in enumerate(scene.objects):
+                ids = [*tokenize(tokenizer, [f"a {o.size} {o.color} {o.shape}"])[0], mask]
+                captured.clear()
+                model.encode(torch.tensor([ids]), torch.tensor([len(ids)]), *inputs,
+                             torch.tensor([True]))
+                # Layout: [CLS], the regions, [SEP], the text (vlp.model.masks).
+                rows["text"][0].append(torch.stack([h[0, r + 1 + len(ids)] for h in captured]))
+                rows["text"][1].append(CELLS.index(cell(o, scene)))
+                if k == 0:
+                    for slot in range(r):
+                        rows["region"][0].append(torch.stack([h[0, 1 + slot] for h in captured]))
+                        rows["region"][1].append(CELLS.index(
+                            box_cell(record.boxes[slot], scene.width, scene.height)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {what: (torch.stack(x).numpy(), np.array(y)) for what, (x, y) in rows.items()}
+
+
+def probe_accuracy(x_train, y_train, x_test, y_test, l2: float = 1e-3, classes: int = 9) -> float:
+    """Test accuracy (%) of a multinomial logistic regression on standardised features,
+    fitted by L-BFGS with an L2 penalty."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    xs = torch.from_numpy((x_train - mean) / std).float()
+    ys = torch.from_numpy(y_train).long()
+    linear = torch.nn.Linear(xs.shape[1], classes)
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        value = (torch.nn.functional.cross_entropy(linear(xs), ys)
+                 + l2 * linear.weight.pow(2).sum())
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        opt.step(loss)
+    with torch.no_grad():
+        guess = linear(torch.from_numpy((x_test - mean) / std).float()).argmax(1).numpy()
+    return float(100 * (guess == y_test).mean())
 
 
 if __name__ == "__main__":

@@ -168,6 +168,9 @@ def test_the_bundle_captions_a_test_image_as_the_job_decoded_it(tiny_job):
     for row in scored[:3]:
         path = out / "toyworld" / "images" / images[row["image_id"]]
         assert captioner.caption(path)["caption"] == row["caption"], row["image_id"]
+    bundle.forbid_ignore_word = "qqqzzz"
+    with pytest.raises(VLPError, match=r"bundle.json: forbid_ignore_word: qqqzzz not in the"):
+        ImageCaptioner(bundle)
 
 
 def test_ask_about_an_image_with_the_bundle(tiny_job):
@@ -277,10 +280,16 @@ def test_the_place_reading_probe_asks_about_every_drawn_test_shape(tiny_job):
     shapes = sum(len(s["objects"]) for s in json.loads((ann / "scenes_toy.json").read_text())
                  if s["file_name"] in test_files)
     run = subprocess.run([sys.executable, str(PLACE_READING), str(out),
-                          str(out / "caption" / "model.1")], capture_output=True, text=True,
-                         timeout=300)
+                          str(out / "caption" / "model.1"), "--layers"], capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    summary, cells, chosen = run.stdout.splitlines()[-3:]
+    summary, cells, chosen, regions, words = run.stdout.splitlines()[-5:]
+    layers = json.loads((out / "caption" / "model.1" / "config.json").read_text())[
+        "num_hidden_layers"]
+    for line, what in ((regions, "region slots"), (words, "the [MASK] after")):
+        assert what in line
+        shown = line.split("by layer ")[1].split()
+        assert len(shown) == layers and all(0 <= float(a) <= 100 for a in shown)
     right, total = map(int, re.search(r"the right place for (\d+) of (\d+) shapes", summary).groups())
     assert total == shapes > 0 and 0 <= right <= total
     per_cell = json.loads(cells)
@@ -288,6 +297,25 @@ def test_the_place_reading_probe_asks_about_every_drawn_test_shape(tiny_job):
     assert sum(int(v.split("/")[1]) for v in per_cell.values()) == shapes
     assert sum(int(v.split("/")[0]) for v in per_cell.values()) == right
     assert sum(json.loads(chosen.split(":", 1)[1]).values()) == shapes
+
+
+def test_the_layer_probe_reads_a_cell_that_is_there_and_not_one_that_is_not():
+    """The linear probe behind --layers: a cell written into a few of 64 noisy dimensions
+    is read back; labels unrelated to the states stay near chance (1/9)."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("place_reading", PLACE_READING)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 9, 1200)
+    states = rng.normal(size=(1200, 64)).astype(np.float32)
+    states[:, :9] += 4.0 * np.eye(9, dtype=np.float32)[cells]
+    assert script.probe_accuracy(states[:800], cells[:800], states[800:], cells[800:]) > 90
+    unrelated = rng.integers(0, 9, 1200)
+    assert script.probe_accuracy(states[:800], unrelated[:800], states[800:], unrelated[800:]) < 25
 
 
 def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):

@@ -166,13 +166,16 @@ class ImageCaptioner(_Regions):
         model_dir = bundle.path(bundle.caption_model)
         self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
         self.tokenizer = load_tokenizer(model_dir)
+        try:
+            ignore = ignored_tokens(self.tokenizer, bundle.forbid_ignore_word)
+        except VLPError as err:
+            raise VLPError(f"{bundle.path(BUNDLE_FILE)}: {str(err).lstrip('-')}") from None
         settings = SearchSettings(eos_id=self.model.config.sep_token_id,
                                   max_length=bundle.max_length,
                                   beam_size=beam_size or bundle.beam_size,
                                   forbid_duplicate_ngrams=bundle.forbid_duplicate_ngrams,
                                   ngram_size=bundle.ngram_size,
-                                  forbid_ignore=ignored_tokens(self.tokenizer,
-                                                               bundle.forbid_ignore_word))
+                                  forbid_ignore=ignore)
         self.generator = CaptionGenerator(self.model, settings)
 
     def caption(self, image_path: str | Path, n_best: int = 1) -> dict:

@@ -239,9 +239,8 @@ def caption_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
 
 def decode_test(ctx: Context, checkpoint: Path) -> dict:
     """Beam-3 captions of ToyWorld's test split (CAPTION_DECODING) and their coco-caption
-    metrics, with the
-    test references' grounding figures under "grounding" and how true the captions are
-    of the scenes drawn under "truth" (vlp.eval.caption_truth)."""
+    metrics, with the test references' grounding figures under "grounding" and how true
+    the captions are of the scenes drawn under "truth" (vlp.eval.caption_truth)."""
     from vlp.cli.decode import main as decode_main
     from vlp.eval.caption_truth import check_results
 
