@@ -166,10 +166,8 @@ class ImageCaptioner(_Regions):
         model_dir = bundle.path(bundle.caption_model)
         self.model = UnifiedVLP.from_pretrained(model_dir, map_location=device).eval()
         self.tokenizer = load_tokenizer(model_dir)
-        try:
-            ignore = ignored_tokens(self.tokenizer, bundle.forbid_ignore_word)
-        except VLPError as err:
-            raise VLPError(f"{bundle.path(BUNDLE_FILE)}: {str(err).lstrip('-')}") from None
+        ignore = ignored_tokens(self.tokenizer, bundle.forbid_ignore_word,
+                                f"{bundle.path(BUNDLE_FILE)}: forbid_ignore_word")
         settings = SearchSettings(eos_id=self.model.config.sep_token_id,
                                   max_length=bundle.max_length,
                                   beam_size=beam_size or bundle.beam_size,

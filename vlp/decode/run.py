@@ -59,14 +59,16 @@ def vocabulary_dir(args, checkpoint: Path) -> Path:
     raise VLPError(f"{checkpoint} has no vocab.txt: pass --bert_model with its vocabulary")
 
 
-def ignored_tokens(tokenizer, words: str | None) -> tuple[int, ...]:
-    """--forbid_ignore_word's token ids: words between "|", "[sep]" read as "[SEP]"."""
+def ignored_tokens(tokenizer, words: str | None,
+                   source: str = "--forbid_ignore_word") -> tuple[int, ...]:
+    """--forbid_ignore_word's token ids: words between "|", "[sep]" read as "[SEP]"; an
+    unknown word is named with `source` (the flag, or the file that gave the words)."""
     if not words:
         return ()
     words = [w.upper() if w.startswith("[") and w.endswith("]") else w for w in words.split("|")]
     unknown = [w for w in words if w not in tokenizer.vocab]
     if unknown:
-        raise VLPError(f"--forbid_ignore_word: {' '.join(unknown)} not in the vocabulary "
+        raise VLPError(f"{source}: {' '.join(unknown)} not in the vocabulary "
                        "(one word piece per word, '|' between them)")
     return tuple(tokenizer.convert_tokens_to_ids(words))
 
