@@ -144,3 +144,118 @@ def test_unknown_split_and_a_checkpoint_without_the_head_are_named(trained, caps
     headless.save_pretrained(tmp_path / "captioner", tokenizer_dir=checkpoint)
     assert eval_main(eval_argv(inputs, refs, tmp_path / "captioner", "--split", "val")) == 2
     assert "no localization head" in capsys.readouterr().err
+
+
+# --grounding_objective centre: the expression read left to right, its final [SEP]
+# regressing the referent's centre; the region nearest the prediction is the answer.
+
+@pytest.fixture(scope="module")
+def centred(trained):
+    inputs, refs, root = trained
+    argv = train_argv(inputs, root / "centre", "--tasks", "refcoco", "--num_train_epochs", "100",
+                      "--s2s_prob", "0", "--bi_prob", "1", "--log_steps", "1000",
+                      "--grounding_objective", "centre", "--region_location", "normed",
+                      "--box_frequencies", "3")
+    argv[argv.index("--src_file") + 1] = str(refs)
+    assert train_main(argv) == 0
+    return root / "centre" / "model.100"
+
+
+def test_a_tiny_model_learns_the_referents_centre(trained, centred, capsys):
+    from vlp.model import UnifiedVLP
+
+    inputs, refs, root = trained
+    config = UnifiedVLP.from_pretrained(centred).config
+    assert config.grounding_centre and not config.grounding
+    assert eval_main(eval_argv(inputs, refs, centred, "--split", "train")) == 0
+    assert "centre error" in capsys.readouterr().out
+    metrics = json.loads((centred.parent / "model.100.train.grounding_metrics.json").read_text())
+    rows = json.loads((centred.parent / "model.100.train.grounding_results.json").read_text())
+    # One centre for every expression (the best constant: the median) errs this much.
+    truth = np.array([r["true_centre"] for r in rows])
+    constant = np.abs(truth - np.median(truth, 0)).sum(1).mean()
+    assert metrics["centre_error"] < constant / 4
+    assert metrics["accuracy"] >= 85.0
+    store = open_store(inputs["features"])
+    for r in rows:  # the true centre is the referent box's, over the image's 64 x 64 pixels
+        x, y, w, h = r["truth"]
+        assert np.allclose(r["true_centre"], [(x + w / 2) / 64, (y + h / 2) / 64], atol=1e-6)
+        # and the region chosen is the one whose centre is nearest the predicted centre
+        boxes = store[r["image"]].boxes
+        middle = np.stack([boxes[:, [0, 2]].mean(1), boxes[:, [1, 3]].mean(1)], 1) / 64
+        nearest = boxes[np.abs(middle - r["centre"]).sum(1).argmin()]
+        assert np.allclose(r["box"][:2], nearest[:2])
+
+
+def test_the_centre_is_read_from_the_final_sep_of_a_left_to_right_reading(centred):
+    """The loss by hand: the encoder run seq2seq, the head applied at [SEP], 4 x L1."""
+    from vlp.train.grounding import CENTRE_LOSS_SCALE, GroundingTask
+    from vlp.model import UnifiedVLP
+
+    model = UnifiedVLP.from_pretrained(centred).eval()
+    torch.manual_seed(0)
+    b, r, t = 3, 4, 5
+    lengths = torch.tensor([5, 3, 4])
+    text = torch.randint(5, model.config.vocab_size, (b, t))
+    text[torch.arange(t)[None] >= lengths[:, None]] = 0
+    text[torch.arange(b), lengths - 1] = model.config.sep_token_id
+    features = torch.randn(b, r, model.config.region_feature_dim)
+    locations = torch.randn(b, r, model.config.region_input_dim)
+    regions = torch.tensor([4, 2, 3])
+    target = torch.rand(b, 2)
+    with torch.no_grad():
+        out = GroundingTask(model, "centre")(text, lengths, features, locations, regions,
+                                             torch.zeros(b, r), target)
+        hidden = model(text, lengths, features, locations, regions, torch.ones(b, dtype=torch.bool))
+        # [CLS], the r region slots, [SEP], then the text: its final [SEP] is at r + 1 + length
+        final = hidden[torch.arange(b), r + 1 + lengths]
+        expected = model.centre_head(final)
+        # read left to right: the image block never sees the text, the final [SEP] does
+        other = text.clone()
+        other[:, 0] = (text[:, 0] + 1) % model.config.vocab_size
+        again = model(other, lengths, features, locations, regions, torch.ones(b, dtype=torch.bool))
+    assert torch.allclose(again[:, :r + 2], hidden[:, :r + 2], atol=1e-6)
+    assert not torch.allclose(model.centre_head(again[torch.arange(b), r + 1 + lengths]), expected)
+    loss = CENTRE_LOSS_SCALE * (expected - target).abs().sum(1).mean()
+    assert torch.allclose(out["loss"], loss, atol=1e-5)
+
+
+def test_centre_scores_prefer_the_nearest_region_and_never_padding():
+    from vlp.train.grounding import centre_scores
+
+    predicted = torch.tensor([[0.2, 0.8], [0.9, 0.1]])
+    regions = torch.tensor([[[0.9, 0.9], [0.25, 0.7], [0.2, 0.8]],
+                            [[0.5, 0.5], [0.85, 0.2], [0.9, 0.1]]])
+    scores = centre_scores(predicted, regions, torch.tensor([3, 2]))
+    assert scores[0].argmax() == 2 and scores[1].argmax() == 1  # slot 2 is padding in row 1
+    assert math.isclose(float(scores[0, 1]), -0.15, rel_tol=1e-5)
+    assert float(scores[1, 2]) == torch.finfo(torch.float32).min
+
+
+def test_a_finetuned_centre_model_keeps_its_head_and_eval_picks_it(trained, centred, tmp_path,
+                                                                    capsys):
+    """A caption run from the centre model carries the centre head unchanged; eval-grounding
+    finds it (auto) and names a head the checkpoint lacks."""
+    from vlp.model import UnifiedVLP
+
+    inputs, refs, root = trained
+    argv = train_argv(inputs, tmp_path / "captions", "--model_recover_path", str(centred),
+                      "--num_train_epochs", "1", "--log_steps", "1000")
+    assert train_main(argv) == 0
+    before, after = UnifiedVLP.from_pretrained(centred), UnifiedVLP.from_pretrained(
+        tmp_path / "captions" / "model.1")
+    assert after.config.grounding_centre
+    for name, value in before.centre_head.state_dict().items():
+        assert torch.equal(value, after.centre_head.state_dict()[name])
+    assert eval_main(eval_argv(inputs, refs, centred, "--split", "val",
+                               "--grounding_objective", "regions")) == 2
+    assert "no regions localization head" in capsys.readouterr().err
+
+
+def test_grounding_objective_needs_the_refcoco_task(trained, tmp_path):
+    from vlp.train.args import build_parser, check
+
+    inputs, refs, root = trained
+    argv = train_argv(inputs, tmp_path / "run", "--grounding_objective", "centre")
+    with pytest.raises(VLPError, match="--grounding_objective centre is for --tasks refcoco"):
+        check(build_parser().parse_args(argv))

@@ -63,7 +63,7 @@ def test_a_second_run_reuses_every_stage(tiny_job, capsys):
 
 
 # Every stage trains one epoch in --tiny; the VQA stage's multi-task run stops at its steps.
-TRAINING_STAGES = {"pretrain": "model", "caption": "model", "scst": "model", "vqa": "step",
+TRAINING_STAGES = {"pretrain": "model", "localize": "model", "caption": "model", "scst": "model", "vqa": "step",
                    "ablation/caption": "model", "ablation/vqa": "step"}
 
 

@@ -131,13 +131,19 @@ class _Regions:
         self.tokenizer = load_tokenizer(model_dir)
         return model_dir
 
-    def encode(self, text: str, feats, locs, n):
-        """The bidirectional encoder's output for `text` (cut to the bundle's max_length
-        tokens) and the image's regions, as VQA and localization read it."""
+    def text_ids(self, text: str):
+        """[1, T] the tokens of `text` (cut to the bundle's max_length) and [SEP]."""
         import torch
 
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:self.bundle.max_length]
-        ids = torch.tensor([ids + [self.model.config.sep_token_id]], device=self.device)
+        return torch.tensor([ids + [self.model.config.sep_token_id]], device=self.device)
+
+    def encode(self, text: str, feats, locs, n):
+        """The bidirectional encoder's output for `text` and the image's regions, as VQA
+        reads it."""
+        import torch
+
+        ids = self.text_ids(text)
         with torch.no_grad():
             return self.model(ids, torch.tensor([ids.shape[1]], device=self.device), feats, locs,
                               n, torch.zeros(1, dtype=torch.bool, device=self.device))
@@ -232,9 +238,12 @@ class ImageLocator(_Regions):
         if not bundle.grounding_model:
             raise VLPError(f"--bundle {bundle.root}: the bundle has no localization model")
         super().__init__(bundle, device)
+        from vlp.train.grounding import choose_objective
+
         model_dir = self.load_model("grounding_model", "localization")
-        if not self.model.config.grounding:
+        if not (self.model.config.grounding or self.model.config.grounding_centre):
             raise VLPError(f"{model_dir}: no localization head (train one with --tasks refcoco)")
+        self.objective = choose_objective(self.model)
 
     def locate(self, image_path: str | Path, expression: str, top: int = 3) -> dict:
         return {"image": str(image_path),
@@ -249,9 +258,16 @@ class ImageLocator(_Regions):
             raise VLPError("the detector found no region in the image: nothing to point at")
         import torch
 
-        hidden = self.encode(expression, feats, locs, n)
+        from vlp.data.grounding import centres
+        from vlp.train.grounding import region_scores
+
+        ids = self.text_ids(expression)
+        region_centres = torch.from_numpy(centres(record, self.bundle.regions)[0])[None]
         with torch.no_grad():
-            probs = self.model.grounding_scores(hidden, feats.shape[1], n).softmax(-1)[0]
+            scores, _ = region_scores(self.model, self.objective, ids,
+                                      torch.tensor([ids.shape[1]], device=self.device), feats,
+                                      locs, n, region_centres.to(self.device))
+        probs = scores.softmax(-1)[0]
         values, indices = probs.topk(min(top, int(n[0])))
         regions = self.describe(record, int(n[0]))
         found = [{**regions[int(i)], "probability": round(float(p), 3)}

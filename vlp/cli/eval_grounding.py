@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["val"],
                    help="splits as refer.py names them (val, testA, testB, test...), each "
                    "scored on its own")
+    p.add_argument("--grounding_objective", choices=("auto", "regions", "centre"),
+                   default="auto",
+                   help="the head that picks the region: regions (scores each region), centre "
+                   "(the region nearest the referent centre it predicts); auto: regions where "
+                   "the checkpoint has that head, else centre")
     p.add_argument("--len_vis_input", type=int_at_least(1), default=100)
     p.add_argument("--max_len_b", type=int_at_least(1), default=20,
                    help="expression tokens kept")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vlp.data.captions import image_key
+from vlp.data.features.boxes import image_scale, normalised_corners
 from vlp.data.refer import box_iou, read_refer
 from vlp.data.region_text import RegionTextDataset
 from vlp.errors import VLPError
@@ -73,9 +74,26 @@ def region_iou(record, regions: int, box) -> np.ndarray:
     return box_iou(np.asarray(record.boxes[:n], dtype=np.float64), np.asarray(box)).astype(np.float32)
 
 
+def centres(record, regions: int, box_norm: str = "auto", box=None):
+    """The centres (x, y over the image's width and height, as box_norm takes them) of
+    the record's first `regions` boxes, float32 [n, 2], and of `box` [2] (None without)."""
+    if box_norm == "auto":
+        box_norm = "image" if record.has_image_size else "lazy"
+    n = min(record.num_regions, regions)
+    x1, y1, x2, y2 = normalised_corners(record, box_norm)[:, :n]
+    regions_at = np.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).astype(np.float32)
+    if box is None:
+        return regions_at, None
+    w, h = image_scale(record, box_norm)
+    bx1, by1, bx2, by2 = (float(v) for v in box)
+    return regions_at, np.array([(bx1 + bx2) / 2 / w, (by1 + by2) / 2 / h], dtype=np.float32)
+
+
 class GroundingDataset(RegionTextDataset):
     """RegionTextDataset whose examples also carry "iou": each region's IoU with the
-    referent `boxes[i]` ([N, 4] pixels), which collate pads into `region_iou`."""
+    referent `boxes[i]` ([N, 4] pixels), which collate pads into `region_iou`, and the
+    centres of the regions and the referent ("centres", "centre": collate's
+    `region_centres`, `referent_centre`), which `--grounding_objective centre` regresses."""
 
     def __init__(self, *args, boxes: np.ndarray, **kwargs):
         super().__init__(*args, **kwargs)
@@ -84,5 +102,7 @@ class GroundingDataset(RegionTextDataset):
         self.boxes = np.asarray(boxes, dtype=np.float32)
 
     def complete(self, example: dict, record) -> dict:
-        example["iou"] = region_iou(record, self.regions, self.boxes[example["index"]])
+        box = self.boxes[example["index"]]
+        example["iou"] = region_iou(record, self.regions, box)
+        example["centres"], example["centre"] = centres(record, self.regions, self.box_norm, box)
         return example

@@ -52,6 +52,8 @@ class RegionTextBatch:
     targets: torch.Tensor | None = None  # [B, K] soft answer scores (VQA)
     region_masked: torch.Tensor | None = None  # [B, R] bool, regions masked (--vis_mask_prob)
     region_iou: torch.Tensor | None = None  # [B, R] IoU with the referent (grounding)
+    region_centres: torch.Tensor | None = None  # [B, R, 2] box centres over the image size
+    referent_centre: torch.Tensor | None = None  # [B, 2] the referent's, likewise
     task: str | None = None  # the task of a multi-task run's batch (vlp.train.multitask)
 
     def _map(self, fn) -> "RegionTextBatch":
@@ -220,6 +222,8 @@ def collate(examples: list[dict], pad_id: int = 0, num_answers: int = 0) -> Regi
         targets=dense_targets([e["target"] for e in examples], num_answers) if num_answers else None,
         region_masked=region_mask(examples, features.shape[1]),
         region_iou=region_iou(examples, features.shape[1]),
+        region_centres=region_centres(examples, features.shape[1]),
+        referent_centre=stack("centre", torch.float32) if "centre" in examples[0] else None,
     )
 
 
@@ -240,6 +244,16 @@ def region_iou(examples: list[dict], slots: int) -> torch.Tensor | None:
     out = torch.zeros(len(examples), slots)
     for row, e in enumerate(examples):
         out[row, :len(e["iou"])] = torch.from_numpy(e["iou"])
+    return out
+
+
+def region_centres(examples: list[dict], slots: int) -> torch.Tensor | None:
+    """[B, R, 2] float, each example's "centres" per region (0 on padding); None without."""
+    if "centres" not in examples[0]:
+        return None
+    out = torch.zeros(len(examples), slots, 2)
+    for row, e in enumerate(examples):
+        out[row, :len(e["centres"])] = torch.from_numpy(e["centres"])
     return out
 
 

@@ -45,9 +45,15 @@ def evaluate_checkpoint(path: Path, args, by_split: dict, store, device) -> dict
     from vlp.data.tokens import load_tokenizer
     from vlp.model.load import load
 
+    from vlp.train.grounding import choose_objective
+
     model = load(path, args.bert_model).to(device).eval()
-    if not model.config.grounding:
+    if not (model.config.grounding or model.config.grounding_centre):
         raise VLPError(f"{path} has no localization head: train one with --tasks refcoco")
+    try:
+        objective = choose_objective(model, args.grounding_objective)
+    except VLPError as err:
+        raise VLPError(f"{path}: {err}") from None
     if not args.bert_model and not (path / "vocab.txt").is_file():
         raise VLPError(f"{path} has no vocab.txt: pass --bert_model with its vocabulary")
     tokenizer = load_tokenizer(Path(args.bert_model) if args.bert_model else path,
@@ -56,7 +62,7 @@ def evaluate_checkpoint(path: Path, args, by_split: dict, store, device) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"checkpoint": str(path), "splits": {}}
     for split, expressions in by_split.items():
-        rows = locate(model, tokenizer, expressions, store, args, device)
+        rows = locate(model, objective, tokenizer, expressions, store, args, device)
         metrics = grounding_metrics(rows)
         name = f"{checkpoint_name(path)}.{split}"
         (out_dir / f"{name}.grounding_results.json").write_text(json.dumps(rows) + "\n")
@@ -68,11 +74,14 @@ def evaluate_checkpoint(path: Path, args, by_split: dict, store, device) -> dict
 
 
 @torch.no_grad()
-def locate(model, tokenizer, expressions, store, args, device) -> list[dict]:
+def locate(model, objective: str, tokenizer, expressions, store, args, device) -> list[dict]:
     """One row per expression: ref and sentence ids, split, kind, the sentence, its image's
-    store key, the chosen region's box
-    ([x, y, w, h] pixels), its score (softmax over the image's regions) and IoU with the
-    referent, and the best IoU any region of the image reaches."""
+    store key, the region `objective`'s head chose: its box ([x, y, w, h] pixels), its
+    score (softmax over the image's regions) and IoU with the referent, and the best IoU any
+    region of the image reaches; with the centre head, the predicted and true centres (x, y
+    over the image's size) too."""
+    from vlp.train.grounding import region_scores
+
     from vlp.data.grounding import GroundingDataset, boxes_of
     from vlp.data.region_text import TextSettings, collate
     from vlp.data.tokens import cached_tokenize
@@ -94,22 +103,25 @@ def locate(model, tokenizer, expressions, store, args, device) -> list[dict]:
     rows = []
     for batch in loader:
         batch = batch.to(device)
-        bidirectional = torch.zeros(len(batch), dtype=torch.bool, device=device)
-        hidden = model(batch.text_ids, batch.text_lengths, batch.region_features,
-                       batch.region_locations, batch.num_regions, bidirectional)
-        scores = model.grounding_scores(hidden, batch.region_features.shape[1],
-                                        batch.num_regions).softmax(-1)
+        scores, predicted = region_scores(model, objective, batch.text_ids, batch.text_lengths,
+                                          batch.region_features, batch.region_locations,
+                                          batch.num_regions, batch.region_centres)
+        scores = scores.softmax(-1)
         best = scores.argmax(-1)
         for row, i in enumerate(batch.index.tolist()):
             e, j = expressions[i], int(best[row])
             x1, y1, x2, y2 = (float(v) for v in store[e.image_key].boxes[j])
-            rows.append({"ref_id": e.ref_id, "sent_id": e.sent_id, "split": e.split,
-                         "kind": e.kind, "sent": e.text, "image": e.image_key,
-                         "box": [x1, y1, x2 - x1, y2 - y1],
-                         "score": float(scores[row, j]),
-                         "iou": float(box_iou((x1, y1, x2, y2), e.box)),
-                         "best_iou": float(batch.region_iou[row].max()),
-                         "truth": [e.box[0], e.box[1], e.box[2] - e.box[0], e.box[3] - e.box[1]]})
+            found = {"ref_id": e.ref_id, "sent_id": e.sent_id, "split": e.split,
+                     "kind": e.kind, "sent": e.text, "image": e.image_key,
+                     "box": [x1, y1, x2 - x1, y2 - y1],
+                     "score": float(scores[row, j]),
+                     "iou": float(box_iou((x1, y1, x2, y2), e.box)),
+                     "best_iou": float(batch.region_iou[row].max()),
+                     "truth": [e.box[0], e.box[1], e.box[2] - e.box[0], e.box[3] - e.box[1]]}
+            if "centre" in predicted:
+                found["centre"] = [float(v) for v in predicted["centre"][row]]
+                found["true_centre"] = [float(v) for v in batch.referent_centre[row]]
+            rows.append(found)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -132,12 +144,20 @@ def grounding_metrics(rows: list[dict]) -> dict:
     kinds = defaultdict(list)
     for r in rows:
         kinds[r["kind"] or "all"].append(r)
-    return {"expressions": len(rows), "accuracy": accuracy(rows),
-            "by_kind": {k: accuracy(v) for k, v in sorted(kinds.items())},
-            "upper_bound": 100 * float(np.mean([r["best_iou"] >= 0.5 for r in rows])) if rows else 0.0}
+    metrics = {"expressions": len(rows), "accuracy": accuracy(rows),
+               "by_kind": {k: accuracy(v) for k, v in sorted(kinds.items())},
+               "upper_bound": 100 * float(np.mean([r["best_iou"] >= 0.5 for r in rows])) if rows else 0.0}
+    if rows and "centre" in rows[0]:
+        # The centre head's own error: |dx| + |dy| over the image's size.
+        metrics["centre_error"] = float(np.mean(
+            [abs(r["centre"][0] - r["true_centre"][0]) + abs(r["centre"][1] - r["true_centre"][1])
+             for r in rows]))
+    return metrics
 
 
 def metrics_line(metrics: dict) -> str:
     kinds = ", ".join(f"{k} {a:.1f}" for k, a in metrics["by_kind"].items())
+    centre = (f"; centre error {metrics['centre_error']:.3f}" if "centre_error" in metrics
+              else "")
     return (f"Acc@0.5 {metrics['accuracy']:.2f}% of {metrics['expressions']} expressions "
-            f"({kinds}); regions reach {metrics['upper_bound']:.1f}%")
+            f"({kinds}); regions reach {metrics['upper_bound']:.1f}%{centre}")

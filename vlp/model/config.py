@@ -74,6 +74,11 @@ class VLPConfig:
     # A localization head: each region slot's output -> MLP -> one score, the region the
     # text refers to scoring highest (vlp.train.grounding); False = no such head.
     grounding: bool = False
+    # A centre head: the output at the expression's final [SEP], read left to right
+    # (seq2seq) -> MLP -> the referent's box centre (x, y over the image's width and
+    # height); the region nearest that centre is the one the text refers to
+    # (`--grounding_objective centre`); False = no such head.
+    grounding_centre: bool = False
     # VLP's --relax_projection: the masked-LM head's transform has this many projections
     # (VLP used 4), one per task index (seq2seq 3, bidirectional 0); 0 or 1: one.
     relax_projection: int = 0

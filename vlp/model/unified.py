@@ -42,11 +42,17 @@ class UnifiedVLP(nn.Module):
             self.grounding_head = nn.Sequential(
                 nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=config.layer_norm_eps, bias=False),
                 nn.Linear(h, 1, bias=False))
+        self.centre_head = None
+        if config.grounding_centre:
+            h = config.hidden_size
+            self.centre_head = nn.Sequential(
+                nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=config.layer_norm_eps),
+                nn.Linear(h, 2))
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
         self.apply(self._init_weights)
         if config.new_layer_init == "torch":
             # VLP built its region and answer layers after BERT's init: PyTorch's defaults.
-            for part in (self.region, self.vqa_head, self.grounding_head):
+            for part in (self.region, self.vqa_head, self.grounding_head, self.centre_head):
                 for module in part.modules() if part is not None else ():
                     if isinstance(module, nn.Linear):
                         module.reset_parameters()
@@ -207,6 +213,16 @@ class UnifiedVLP(nn.Module):
         scores = self.grounding_head(hidden[:, 1:region_slots + 1]).squeeze(-1).float()
         slot = torch.arange(region_slots, device=hidden.device)[None, :]
         return scores.masked_fill(slot >= num_regions[:, None], torch.finfo(torch.float32).min)
+
+    def referent_centres(self, hidden: torch.Tensor, region_slots: int,
+                         text_lengths: torch.Tensor) -> torch.Tensor:
+        """[B, 2] float32: the centre (x, y over the image's size) of what each text refers
+        to, read from its final [SEP] (the text's last position: in a seq2seq example the
+        one that has seen all of it)."""
+        if self.centre_head is None:
+            raise VLPError("this model has no centre head (config grounding_centre is false)")
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.centre_head(hidden[rows, region_slots + 1 + text_lengths]).float()
 
     def pretraining_loss(self, text_ids, text_lengths, region_features, region_locations,
                          num_regions, generator: torch.Generator | None = None,

@@ -117,6 +117,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "referring expressions (RefCOCO, RefCOCO+, RefCOCOg); several joined by "
                    "commas train one model on all of them, each --src_file given as "
                    "TASK:FILE (vlp.train.multitask)")
+    g.add_argument("--grounding_objective", choices=("regions", "centre"), default="regions",
+                   help="--tasks refcoco: regions, each region scored against the expression "
+                   "(read both ways), the softmax over them trained on the regions at IoU >= "
+                   "0.5; centre, the expression read left to right and the referent's box "
+                   "centre regressed from its final [SEP] (vlp.train.grounding)")
     g.add_argument("--task_weights", type=float, nargs="+", default=None,
                    help="with several --tasks: the chance of each (in --tasks order) that a "
                    "step's batch is its; default: by dataset size, every example once an epoch")
@@ -300,6 +305,9 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
                      "task_batch_sizes"):
             if getattr(args, flag) is not None:
                 raise VLPError(f"--{flag} is for several --tasks; this run has one")
+    if args.grounding_objective != "regions" and "refcoco" not in names:
+        raise VLPError(f"--grounding_objective {args.grounding_objective} is for --tasks "
+                       f"refcoco; this run's tasks are {args.tasks}")
     for one in task_args(args):
         if one.tasks == "refcoco":
             check_grounding_flags(one)

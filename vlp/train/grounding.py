@@ -1,12 +1,22 @@
 """Localization from text (`--tasks refcoco`): RefCOCO, RefCOCO+ and RefCOCOg expressions.
 
-Each example is one expression with its image's regions, bidirectional as in VQA. Every
-region slot's output goes through the localization head to one score; the loss is the
-cross-entropy of the softmax over the image's regions against a target spread evenly
-over the regions whose box overlaps the referent at IoU >= 0.5 (the regions UNITER and
-ViLBERT train on). An expression with no such region teaches nothing and is left out of
-the loss; the run says how many there are, since they bound the accuracy with these
-regions. `--src_file` names the refs(<split_by>).p file, with instances.json beside it.
+Two objectives (`--grounding_objective`):
+
+- regions (default): each example is one expression with its image's regions,
+  bidirectional as in VQA. Every region slot's output goes through the localization head
+  to one score; the loss is the cross-entropy of the softmax over the image's regions
+  against a target spread evenly over the regions whose box overlaps the referent at IoU
+  >= 0.5 (the regions UNITER and ViLBERT train on). An expression with no such region
+  teaches nothing and is left out of the loss; the run says how many there are, since
+  they bound the accuracy with these regions.
+- centre: the expression is read left to right (seq2seq, as captions are written) and its
+  final [SEP], the one position that has seen all of it, regresses the referent's box
+  centre (x, y over the image's size; CENTRE_LOSS_SCALE times the L1 error). The region
+  whose centre is nearest the prediction is the answer. Trained so, the model learns to
+  carry where a named shape is to the position that follows its name, which a captioner
+  finetuned from it then uses for its place words (docs/experiments.md).
+
+`--src_file` names the refs(<split_by>).p file, with instances.json beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +29,11 @@ from vlp.data.captions import Caption
 from vlp.data.grounding import POSITIVE_IOU, Expression, read_expressions
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP
+
+OBJECTIVES = ("regions", "centre")
+# The centre objective's loss is this many times |dx| + |dy|: a centre error of a tenth of
+# the image then weighs as a cross-entropy of about 0.8 nats, as the other tasks' losses.
+CENTRE_LOSS_SCALE = 4.0
 
 
 def load_expressions(args) -> tuple[list[Caption], list[Expression]]:
@@ -34,9 +49,58 @@ def load_expressions(args) -> tuple[list[Caption], list[Expression]]:
     return [Caption(e.image_key, e.ref_id, e.text) for e in expressions], expressions
 
 
-def with_grounding_head(model: UnifiedVLP) -> UnifiedVLP:
-    """The model with a localization head: its own if it has one, else a new random one."""
-    return model if model.config.grounding else model.grown(grounding=True)
+# The head each objective trains: its config key and its parameters' name.
+HEAD = {"regions": ("grounding", "grounding_head"), "centre": ("grounding_centre", "centre_head")}
+
+
+def with_grounding_head(model: UnifiedVLP, objective: str = "regions") -> UnifiedVLP:
+    """The model with the objective's head: its own if it has one, else a new random one."""
+    key = HEAD[objective][0]
+    return model if getattr(model.config, key) else model.grown(**{key: True})
+
+
+def centre_scores(centres: torch.Tensor, region_centres: torch.Tensor,
+                  num_regions: torch.Tensor) -> torch.Tensor:
+    """[B, R] float32 region scores from predicted centres [B, 2]: minus the L1 distance of
+    each region's centre [B, R, 2] from the prediction; the lowest float32 value on the
+    slots past an image's own regions."""
+    scores = -(region_centres.float() - centres.float()[:, None]).abs().sum(-1)
+    slot = torch.arange(scores.shape[1], device=scores.device)[None, :]
+    return scores.masked_fill(slot >= num_regions[:, None], torch.finfo(torch.float32).min)
+
+
+def region_scores(model: UnifiedVLP, objective: str, text_ids, text_lengths, region_features,
+                  region_locations, num_regions, region_centres) -> tuple[torch.Tensor, dict]:
+    """[B, R] scores of each region as the expression's referent by `objective`'s head, and
+    what else it predicted ({"centre": [B, 2]} for the centre head)."""
+    if objective == "centre":
+        centres = referent_centres(model, text_ids, text_lengths, region_features,
+                                   region_locations, num_regions)
+        return centre_scores(centres, region_centres, num_regions), {"centre": centres}
+    bidirectional = torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
+    hidden = model(text_ids, text_lengths, region_features, region_locations, num_regions,
+                   bidirectional)
+    return model.grounding_scores(hidden, region_features.shape[1], num_regions), {}
+
+
+def referent_centres(model: UnifiedVLP, text_ids, text_lengths, region_features,
+                     region_locations, num_regions) -> torch.Tensor:
+    """[B, 2] the referents' centres, the expressions read left to right (seq2seq)."""
+    s2s = torch.ones(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
+    hidden = model(text_ids, text_lengths, region_features, region_locations, num_regions, s2s)
+    return model.referent_centres(hidden, region_features.shape[1], text_lengths)
+
+
+def choose_objective(model: UnifiedVLP, objective: str = "auto") -> str:
+    """The objective whose head scores regions: `objective`, or with "auto" the region head
+    where the model has one, else the centre head."""
+    if objective == "auto":
+        objective = "regions" if model.config.grounding or not model.config.grounding_centre \
+            else "centre"
+    if not getattr(model.config, HEAD[objective][0]):
+        raise VLPError(f"the model has no {objective} localization head: train one with "
+                       f"--tasks refcoco --grounding_objective {objective}")
+    return objective
 
 
 def grounding_loss(scores: torch.Tensor, iou: torch.Tensor,
@@ -53,29 +117,28 @@ def grounding_loss(scores: torch.Tensor, iou: torch.Tensor,
 
 
 class GroundingTask(nn.Module):
-    heads = ("grounding_head",)
+    """The loss of `objective` (OBJECTIVES) on a batch of expressions."""
 
-    def __init__(self, model: UnifiedVLP):
+    def __init__(self, model: UnifiedVLP, objective: str = "regions"):
         super().__init__()
         self.model = model
+        self.objective = objective
+        self.heads = (HEAD[objective][1],)
 
     def forward(self, text_ids, text_lengths, region_features, region_locations, num_regions,
-                region_iou) -> dict:
-        scores = self.scores(text_ids, text_lengths, region_features, region_locations,
-                             num_regions)
+                region_iou, referent_centre) -> dict:
+        if self.objective == "centre":
+            predicted = referent_centres(self.model, text_ids, text_lengths, region_features,
+                                         region_locations, num_regions)
+            error = (predicted - referent_centre.float()).abs().sum(-1).mean()
+            return {"loss": CENTRE_LOSS_SCALE * error, "centre_error": error.detach()}
+        scores, _ = region_scores(self.model, "regions", text_ids, text_lengths,
+                                  region_features, region_locations, num_regions, None)
         loss, learnable = grounding_loss(scores, region_iou[:, :scores.shape[1]])
         return {"loss": loss, "learnable": learnable.float() / max(len(text_ids), 1)}
-
-    def scores(self, text_ids, text_lengths, region_features, region_locations, num_regions):
-        """[B, R] region scores; every example bidirectional (the expression and every
-        region see each other)."""
-        bidirectional = torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
-        hidden = self.model(text_ids, text_lengths, region_features, region_locations,
-                            num_regions, bidirectional)
-        return self.model.grounding_scores(hidden, region_features.shape[1], num_regions)
 
     @staticmethod
     def inputs(batch) -> dict:
         names = ("text_ids", "text_lengths", "region_features", "region_locations",
-                 "num_regions", "region_iou")
+                 "num_regions", "region_iou", "referent_centre")
         return {n: getattr(batch, n) for n in names}

@@ -203,7 +203,11 @@ class VQAData(TaskData):
 
 class GroundingData(TaskData):
     """Referring expressions with their referents' boxes and the localization head."""
-    name, noun, new_head = "refcoco", "expressions", "grounding_head."
+    name, noun = "refcoco", "expressions"
+
+    @property
+    def new_head(self) -> str:
+        return grounding.HEAD[self.args.grounding_objective][1] + "."
 
     def load(self) -> list:
         self.captions, self.expressions = grounding.load_expressions(self.args)
@@ -214,14 +218,14 @@ class GroundingData(TaskData):
         super().keep(present)
 
     def grow(self, model, source, output_dir: Path, info, say):
-        return grounding.with_grounding_head(model)
+        return grounding.with_grounding_head(model, self.args.grounding_objective)
 
     def dataset(self, tokens, store, config, cache: Path):
         return setup.build_dataset(self.args, tokens, self.captions, store, config,
                                    boxes=boxes_of(self.expressions), cache=cache)
 
     def module(self, model, tokenizer, output_dir: Path, info):
-        return grounding.GroundingTask(model)
+        return grounding.GroundingTask(model, self.args.grounding_objective)
 
     def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
         """`vlp eval-grounding` of every split: Acc@0.5 overall and by expression kind."""
@@ -230,7 +234,11 @@ class GroundingData(TaskData):
 
         args = command_args(add_arguments, ["--model_recover_path", str(checkpoint),
                                             "--src_file", self._one_file(),
-                                            "--split", *self.args.split], shared)
+                                            "--split", *self.args.split,
+                                            # `vlp eval` (no such flag): the checkpoint's
+                                            "--grounding_objective",
+                                            getattr(self.args, "grounding_objective", "auto")],
+                           shared)
         return evaluate(args)[0]["splits"]
 
 

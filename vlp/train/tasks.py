@@ -8,7 +8,7 @@ from torch import nn
 from vlp.model import MaskDraws, UnifiedVLP
 
 
-HEADS = ("mlm_head", "vqa_head", "grounding_head")
+HEADS = ("mlm_head", "vqa_head", "grounding_head", "centre_head")
 
 
 def freeze_unused(task: nn.Module) -> None:

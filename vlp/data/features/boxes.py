@@ -35,17 +35,22 @@ def box_class_vector(record: RegionRecord, box_norm: str = "image",
 def normalised_corners(record: RegionRecord, box_norm: str = "image") -> np.ndarray:
     """[4, N] float32: x1/w, y1/h, x2/w, y2/h, with w and h as box_class_vector takes them."""
     boxes = np.asarray(record.boxes, dtype=np.float32)
+    w, h = image_scale(record, box_norm)
+    return (boxes / np.array([w, h, w, h], dtype=np.float32)).T
+
+
+def image_scale(record: RegionRecord, box_norm: str = "image") -> tuple[np.float32, np.float32]:
+    """The width and height that box_norm divides a record's pixel coordinates by."""
     if box_norm == "image":
         if not record.has_image_size:
             raise ValueError("this record stores no image size (VLP's released features); "
                              "use box_norm='lazy' to normalise by the largest box coordinate")
-        w, h = np.float32(record.image_w), np.float32(record.image_h)
-    elif box_norm == "lazy":
-        w = boxes[:, [0, 2]].max() + np.float32(LAZY_EPS)
-        h = boxes[:, [1, 3]].max() + np.float32(LAZY_EPS)
-    else:
-        raise ValueError(f"box_norm must be one of {BOX_NORMS}, got {box_norm!r}")
-    return (boxes / np.array([w, h, w, h], dtype=np.float32)).T
+        return np.float32(record.image_w), np.float32(record.image_h)
+    if box_norm == "lazy":
+        boxes = np.asarray(record.boxes, dtype=np.float32)
+        return (boxes[:, [0, 2]].max() + np.float32(LAZY_EPS),
+                boxes[:, [1, 3]].max() + np.float32(LAZY_EPS))
+    raise ValueError(f"box_norm must be one of {BOX_NORMS}, got {box_norm!r}")
 
 
 def box_sinusoids(record: RegionRecord, frequencies: int, box_norm: str = "image") -> np.ndarray:
