@@ -240,7 +240,7 @@ def write_report(out: str | Path, results: dict, rows: list[tuple[str, float, st
         parts.append("<h2>Detector (val split)</h2>" + _table(
             ["mAP@0.5", "recall@0.5", "training s"],
             [[_fmt(d.get("map50")), _fmt(d.get("recall50")), _fmt(d.get("seconds"))]]))
-    logs = {name: out / name for name in ("pretrain", "caption", "scst", "vqa", "grounding")
+    logs = {name: out / name for name in ("pretrain", "localize", "caption", "scst", "vqa", "grounding")
             if (out / name).is_dir()}
     if plot_curves(logs, img_dir / "curves.png"):
         parts.append('<h2>Training curves</h2><img src="img/curves.png" alt="training curves">')

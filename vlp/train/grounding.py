@@ -30,9 +30,8 @@ from vlp.data.grounding import POSITIVE_IOU, Expression, read_expressions
 from vlp.errors import VLPError
 from vlp.model import UnifiedVLP
 
-OBJECTIVES = ("regions", "centre")
-# The centre objective's loss is this many times |dx| + |dy|: a centre error of a tenth of
-# the image then weighs as a cross-entropy of about 0.8 nats, as the other tasks' losses.
+# The centre objective's loss is this many times |dx| + |dy|: missing by a tenth of the
+# image in x and in y then costs 0.8, as much as a cross-entropy of the other tasks.
 CENTRE_LOSS_SCALE = 4.0
 
 
@@ -117,7 +116,8 @@ def grounding_loss(scores: torch.Tensor, iou: torch.Tensor,
 
 
 class GroundingTask(nn.Module):
-    """The loss of `objective` (OBJECTIVES) on a batch of expressions."""
+    """The loss of `objective` ("regions" or "centre", HEAD's keys) on a batch of
+    expressions."""
 
     def __init__(self, model: UnifiedVLP, objective: str = "regions"):
         super().__init__()
