@@ -341,6 +341,30 @@ def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
         quickstart.choose_precision(tmp_path / "forced", "bf16")
 
 
+def test_every_training_stage_trains_with_the_jobs_seed(tiny_job, tmp_path):
+    import json
+
+    from vlp import quickstart
+
+    out, printed, _ = tiny_job
+    assert f"; seed {quickstart.DEFAULT_SEED}\n" in printed
+    trained = sorted(out.glob("*/opt.json")) + sorted(out.glob("ablation/*/opt.json"))
+    assert {p.parent.name for p in trained} >= {"pretrain", "localize", "caption", "scst", "vqa"}
+    assert len(trained) >= 7  # and the ablation's caption and VQA runs
+    assert {json.loads(p.read_text())["seed"] for p in trained} == {quickstart.DEFAULT_SEED}
+    # `vlp quickstart --seed N` reaches every `vlp train`; a job is resumed with its seed.
+    assert quickstart.speed_flags({"precision": "fp32"}, 7)[-2:] == ["--seed", "7"]
+    assert quickstart.choose_seed(tmp_path / "s", 7) == 7
+    assert quickstart.choose_seed(tmp_path / "s", 7) == 7
+    with pytest.raises(VLPError, match=r"--seed 42: .*s was started with seed 7"):
+        quickstart.choose_seed(tmp_path / "s")
+    # A job from before the seed was kept ran with the default.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "precision.json").write_text('{"precision": "fp32"}')
+    with pytest.raises(VLPError, match="started with seed 42"):
+        quickstart.choose_seed(tmp_path / "old", 3)
+
+
 WHERE = Path(__file__).parents[1] / "scripts" / "toyworld_where_questions.py"
 
 

@@ -8,6 +8,7 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -206,7 +207,17 @@ def _overflow_on_one_rank(rank: int, store_path: str, optimizer: str, out: str) 
     after = [p.full_tensor() for p in model.parameters()]
     unchanged = all(torch.equal(a, b) for a, b in zip(before, after))
     torch.save({"unchanged": unchanged, "scale": scaler.get_scale()}, f"{out}.{rank}")
-    distributed.shutdown(finished=True)  # every rank done before gloo closes
+    distributed.shutdown(finished=True)  # every rank done with every collective
+    # Leave without finalizing the interpreter. Gloo has no shutdown: the group outlives
+    # destroy_process_group (the FSDP mesh and DTensor's caches hold it), and its worker
+    # threads drop each finished collective's tensors after the caller's wait returns,
+    # which decrefs their Python objects under the GIL. A thread that asks for the GIL
+    # once finalization has begun is ended by pthread_exit, which unwinds through torch's
+    # noexcept decref into std::terminate (SIGABRT, "terminate called without an active
+    # exception"). The result file is closed and every rank is past the barrier.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "bertadam"])

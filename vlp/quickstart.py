@@ -98,6 +98,23 @@ def choose_precision(out: Path, precision: str = "auto") -> dict:
     return choice
 
 
+# VLP's --seed default: every training stage's draws unless `vlp quickstart --seed N`.
+DEFAULT_SEED = 42
+
+
+def choose_seed(out: Path, seed: int = DEFAULT_SEED) -> int:
+    """The training stages' seed, kept in OUT/seed.json: a job is resumed with the seed it
+    started with (one started before the file existed used the default)."""
+    path = out / "seed.json"
+    started = (json.loads(path.read_text())["seed"] if path.is_file()
+               else DEFAULT_SEED if (out / "precision.json").is_file() else None)
+    if started is not None and started != seed:
+        raise VLPError(f"--seed {seed}: {out} was started with seed {started}; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seed": seed}) + "\n")
+    return seed
+
+
 # Where the main job's recipe departs from VLP's defaults (README, "Differences from
 # VLP"): MiniLM's own LayerNorm eps, BERT's init for the new layers and AdamW, with which
 # the recipe's learning rates were tuned and its figures measured.
@@ -131,11 +148,11 @@ def decoding_flags(decoding: dict) -> list[str]:
     return flags
 
 
-def speed_flags(choice: dict) -> list[str]:
+def speed_flags(choice: dict, seed: int = DEFAULT_SEED) -> list[str]:
     """The choice as flags, with one DataLoader worker, since 2 cores also run the model,
-    and the recipe's flags every training stage shares."""
+    and the recipe's flags and the seed that every training stage shares."""
     return ((["--bf16"] if choice["precision"] == "bf16" else []) + ["--num_workers", "1"]
-            + RECIPE_FLAGS)
+            + RECIPE_FLAGS + ["--seed", str(seed)])
 
 
 def weights_only(checkpoint: Path) -> None:
@@ -593,11 +610,12 @@ def with_ablation(stages=STAGES) -> tuple[Stage, ...]:
 
 
 def run(out: str | Path, tiny: bool = False, stages=STAGES, precision: str = "auto",
-        ablation: bool = False) -> Context:
+        ablation: bool = False, seed: int = DEFAULT_SEED) -> Context:
     """Run every stage; the context holds their results and (stage, s, metric) rows."""
     ctx = Context(Path(out), tiny)
+    ctx.results["seed"] = choose_seed(ctx.out, seed)
     ctx.results["precision"] = choose_precision(ctx.out, precision)
-    ctx.speed = speed_flags(ctx.results["precision"])
+    ctx.speed = speed_flags(ctx.results["precision"], seed)
     for stage in with_ablation(stages) if ablation else stages:
         start = time.perf_counter()
         metric = stage.run(ctx)

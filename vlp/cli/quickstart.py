@@ -6,7 +6,7 @@ from vlp.cli.args import add_command
 
 
 def register(subparsers) -> None:
-    from vlp.quickstart import PRECISIONS
+    from vlp.quickstart import DEFAULT_SEED, PRECISIONS
 
     p = add_command(subparsers, "quickstart", run,
                     help="run the whole pipeline on ToyWorld and print a summary")
@@ -16,6 +16,10 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the training stages' precision: auto (bfloat16 autocast where this "
                         "CPU multiplies it at least 1.5x as fast as float32), bf16 or fp32")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="every training stage's seed, pretraining to grounding (VLP's "
+                        "default); ToyWorld and the detector keep theirs, so seeds compare "
+                        "models on the same images and regions")
     p.add_argument("--ablation", action="store_true",
                    help="also finetune the caption and VQA models from BERT alone (no "
                         "pretraining, same steps) and compare them with the pretrained ones")
@@ -26,12 +30,13 @@ def run(args) -> int:
     from vlp.cli.toyworld import describe
 
     ctx = quickstart.run(args.out, tiny=args.tiny, precision=args.precision,
-                           ablation=args.ablation)
+                           ablation=args.ablation, seed=args.seed)
     print()
     choice = ctx.results["precision"]
     how = "as asked" if choice.get("forced") else "chosen"
     print(f"training precision {choice['precision']}, {how} (a bfloat16 matrix product ran "
-          f"{choice['bf16_speedup']:.2f}x as fast as float32 on this CPU)")
+          f"{choice['bf16_speedup']:.2f}x as fast as float32 on this CPU); seed "
+          f"{ctx.results['seed']}")
     print(describe(ctx.out / "toyworld", ctx.results["toyworld"]))
     print()
     print(quickstart.table(ctx.rows))

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from vlp.data.captions import image_key
-from vlp.data.features.boxes import image_scale, normalised_corners
+from vlp.data.features.boxes import (corner_centres, image_scale, normalised_corners,
+                                     resolve_box_norm)
 from vlp.data.refer import box_iou, read_refer
 from vlp.data.region_text import RegionTextDataset
 from vlp.errors import VLPError
@@ -77,11 +78,9 @@ def region_iou(record, regions: int, box) -> np.ndarray:
 def centres(record, regions: int, box_norm: str = "auto", box=None):
     """The centres (x, y over the image's width and height, as box_norm takes them) of
     the record's first `regions` boxes, float32 [n, 2], and of `box` [2] (None without)."""
-    if box_norm == "auto":
-        box_norm = "image" if record.has_image_size else "lazy"
+    box_norm = resolve_box_norm(record, box_norm)
     n = min(record.num_regions, regions)
-    x1, y1, x2, y2 = normalised_corners(record, box_norm)[:, :n]
-    regions_at = np.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).astype(np.float32)
+    regions_at = corner_centres(normalised_corners(record, box_norm)[:, :n]).astype(np.float32)
     if box is None:
         return regions_at, None
     w, h = image_scale(record, box_norm)

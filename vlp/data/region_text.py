@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vlp.data.features import box_class_vector, box_sinusoids
+from vlp.data.features.boxes import resolve_box_norm
 from vlp.data.tokens import TokenizedTexts
 
 BOX_NORMS = ("auto", "image", "lazy")
@@ -89,8 +90,7 @@ def region_inputs(record, regions: int, box_norm: str = "auto",
     sine/cosine features at `box_frequencies` octaves unless that is None (the model
     config's region_box_octaves)."""
     n = min(record.num_regions, regions)
-    if box_norm == "auto":
-        box_norm = "image" if record.has_image_size else "lazy"
+    box_norm = resolve_box_norm(record, box_norm)
     locations = box_class_vector(record, box_norm)
     if box_frequencies is not None:
         locations = np.concatenate([locations, box_sinusoids(record, box_frequencies, box_norm)], 1)

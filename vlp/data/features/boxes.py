@@ -39,6 +39,20 @@ def normalised_corners(record: RegionRecord, box_norm: str = "image") -> np.ndar
     return (boxes / np.array([w, h, w, h], dtype=np.float32)).T
 
 
+def resolve_box_norm(record: RegionRecord, box_norm: str) -> str:
+    """box_norm with "auto" made "image" where the record stores its image size, else
+    "lazy"."""
+    if box_norm != "auto":
+        return box_norm
+    return "image" if record.has_image_size else "lazy"
+
+
+def corner_centres(corners: np.ndarray) -> np.ndarray:
+    """[N, 2]: the centre (x, y) of each box of normalised_corners' [4, N]."""
+    x1, y1, x2, y2 = corners
+    return np.stack([(x1 + x2) / 2, (y1 + y2) / 2], axis=1)
+
+
 def image_scale(record: RegionRecord, box_norm: str = "image") -> tuple[np.float32, np.float32]:
     """The width and height that box_norm divides a record's pixel coordinates by."""
     if box_norm == "image":
@@ -60,8 +74,9 @@ def box_sinusoids(record: RegionRecord, frequencies: int, box_norm: str = "image
 
     A single coordinate is a poor input for a question on which third of the image a
     shape lies in; its sines and cosines make such a question linear in the features."""
-    x1, y1, x2, y2 = normalised_corners(record, box_norm)
-    values = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+    corners = normalised_corners(record, box_norm)
+    x1, y1, x2, y2 = corners
+    values = np.concatenate([corner_centres(corners), np.stack([x2 - x1, y2 - y1], axis=1)], 1)
     if frequencies == 0:
         return values.astype(np.float32)
     angles = (values[:, :, None] * (np.pi * 2.0 ** np.arange(frequencies))).reshape(len(values), -1)
