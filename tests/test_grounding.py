@@ -221,7 +221,7 @@ def test_the_centre_is_read_from_the_final_sep_of_a_left_to_right_reading(centre
 
 
 def test_centre_scores_prefer_the_nearest_region_and_never_padding():
-    from vlp.train.grounding import centre_scores
+    from vlp.model.grounding import centre_scores
 
     predicted = torch.tensor([[0.2, 0.8], [0.9, 0.1]])
     regions = torch.tensor([[[0.9, 0.9], [0.25, 0.7], [0.2, 0.8]],

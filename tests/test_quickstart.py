@@ -320,7 +320,7 @@ def test_the_layer_probe_reads_a_cell_that_is_there_and_not_one_that_is_not():
 
 def test_the_training_precision_is_chosen_once_per_job(tmp_path, monkeypatch):
     from vlp import quickstart
-    from vlp.train import precision
+    from vlp import precision
 
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.7)
     first = quickstart.choose_precision(tmp_path)

@@ -238,7 +238,7 @@ class ImageLocator(_Regions):
         if not bundle.grounding_model:
             raise VLPError(f"--bundle {bundle.root}: the bundle has no localization model")
         super().__init__(bundle, device)
-        from vlp.train.grounding import choose_objective
+        from vlp.model.grounding import choose_objective
 
         model_dir = self.load_model("grounding_model", "localization")
         if not (self.model.config.grounding or self.model.config.grounding_centre):
@@ -259,7 +259,7 @@ class ImageLocator(_Regions):
         import torch
 
         from vlp.data.grounding import centres
-        from vlp.train.grounding import region_scores
+        from vlp.model.grounding import region_scores
 
         ids = self.text_ids(expression)
         region_centres = torch.from_numpy(centres(record, self.bundle.regions)[0])[None]

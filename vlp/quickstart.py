@@ -79,7 +79,7 @@ def choose_precision(out: Path, precision: str = "auto") -> dict:
     """bf16 or fp32 for every training stage: `precision`, or with "auto" the faster from
     a matrix product timed in both on this CPU; kept in OUT/precision.json so a resumed
     job trains as it started."""
-    from vlp.train.precision import cpu_bf16_speedup
+    from vlp.precision import cpu_bf16_speedup
 
     path = out / "precision.json"
     if path.is_file():

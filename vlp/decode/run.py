@@ -131,7 +131,7 @@ def score_grounding(args, checkpoint: Path, model, store, present, tokenizer, de
     with another image's (vlp.eval.grounding), written beside the results."""
     from vlp.data.captions import read_captions
     from vlp.eval.grounding import score_references
-    from vlp.train.precision import autocast, choose
+    from vlp.precision import autocast, choose
 
     # `present` holds the decoded images only (after --file_valid_jpgs).
     captions = [c for c in read_captions([args.src_file], (args.split,))
@@ -149,7 +149,7 @@ def score_grounding(args, checkpoint: Path, model, store, present, tokenizer, de
 
 
 def caption_images(generator, images, store, args, device, tokenizer) -> list[dict]:
-    from vlp.train.precision import autocast, choose
+    from vlp.precision import autocast, choose
 
     dataset = RegionImages([i.image_key for i in images], store, args.len_vis_input, args.box_norm,
                            generator.model.config.region_box_octaves)

@@ -45,7 +45,7 @@ def evaluate_checkpoint(path: Path, args, by_split: dict, store, device) -> dict
     from vlp.data.tokens import load_tokenizer
     from vlp.model.load import load
 
-    from vlp.train.grounding import choose_objective
+    from vlp.model.grounding import choose_objective
 
     model = load(path, args.bert_model).to(device).eval()
     if not (model.config.grounding or model.config.grounding_centre):
@@ -80,7 +80,7 @@ def locate(model, objective: str, tokenizer, expressions, store, args, device) -
     score (softmax over the image's regions) and IoU with the referent, and the best IoU any
     region of the image reaches; with the centre head, the predicted and true centres (x, y
     over the image's size) too."""
-    from vlp.train.grounding import region_scores
+    from vlp.model.grounding import region_scores
 
     from vlp.data.grounding import GroundingDataset, boxes_of
     from vlp.data.region_text import TextSettings, collate

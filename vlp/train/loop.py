@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from vlp import precision as amp
 from vlp.errors import VLPError
-from vlp.train import checkpoint, distributed, optim, precision as amp, sharded
+from vlp.train import checkpoint, distributed, optim, sharded
 from vlp.train.checkpoint import Position
 
 

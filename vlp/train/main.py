@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from vlp import precision as amp
 from vlp.data.sampler import ResumableSampler
 from vlp.data.sources import keep_present, open_features
 from vlp.errors import VLPError
 from vlp.flags import run_script
-from vlp.train import (checkpoint, distributed, multitask, optim, precision as amp, setup,
-                       sharded, task_data)
+from vlp.train import checkpoint, distributed, multitask, optim, setup, sharded, task_data
 from vlp.train.args import build_parser, check
 from vlp.train.log import MetricsLog, text_logger
 from vlp.train.loop import LoopSettings, Trainer

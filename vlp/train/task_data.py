@@ -22,6 +22,7 @@ from pathlib import Path
 from vlp.data.grounding import boxes_of
 from vlp.data.region_text import collate
 from vlp.errors import VLPError
+from vlp.model.grounding import HEAD
 from vlp.train import distributed, grounding, setup, vqa
 from vlp.train.tasks import MaskedLMTask
 
@@ -207,7 +208,7 @@ class GroundingData(TaskData):
 
     @property
     def new_head(self) -> str:
-        return grounding.HEAD[self.args.grounding_objective][1] + "."
+        return HEAD[self.args.grounding_objective][1] + "."
 
     def load(self) -> list:
         self.captions, self.expressions = grounding.load_expressions(self.args)

@@ -5,6 +5,7 @@ captions, COCO detection annotations, CC-style alt-text for pretraining and VQA 
 questions with ten noisy human answers each. See `generate`.
 """
 
-from vlp.data.toyworld.generate import MANIFEST, ToyWorldConfig, generate
+from vlp.data.toyworld.formats import MANIFEST
+from vlp.data.toyworld.generate import ToyWorldConfig, generate
 
 __all__ = ["MANIFEST", "ToyWorldConfig", "generate"]

@@ -9,6 +9,8 @@ from vlp.data.toyworld.language import tokenize
 from vlp.data.toyworld.scene import COLORS, SHAPES, SIZES, Shape
 from vlp.data.toyworld.vqa import Question, consensus
 
+# The directory's manifest: the config it was drawn with, counts, the format version.
+MANIFEST = "toyworld.json"
 # Karpathy split -> VQA split (as COCO's train2014 holds Karpathy's train images).
 VQA_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 # Karpathy split -> COCO instances file (the detector trains on train+restval).

@@ -15,12 +15,11 @@ from tqdm import tqdm
 
 from vlp.data.toyworld import formats
 from vlp.data.toyworld.captions import alt_text, describe
-from vlp.data.toyworld.formats import ImageRecord
+from vlp.data.toyworld.formats import MANIFEST, ImageRecord
 from vlp.data.toyworld.scene import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, render, sample_scene
 from vlp.data.toyworld.vqa import ask, human_answers
 from vlp.errors import VLPError
 
-MANIFEST = "toyworld.json"
 FORMAT_VERSION = 1
 _POOLS = {"toy": 0, "cc": 1}  # seeds the per-image streams; never renumber
 

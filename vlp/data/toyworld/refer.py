@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlp.data.toyworld.formats import ImageRecord, coco_instances, info
-from vlp.data.toyworld.generate import MANIFEST
+from vlp.data.toyworld.formats import MANIFEST, ImageRecord, coco_instances, info
 from vlp.data.toyworld.language import (
     NOUNS, SIZE_WORDS, pick, place_words, refer, region, relation, tokenize,
 )

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vlp.data.toyworld.captions import locating
-from vlp.data.toyworld.formats import VQA_SPLIT, ImageRecord, karpathy, vqa_header
-from vlp.data.toyworld.generate import MANIFEST
+from vlp.data.toyworld.formats import MANIFEST, VQA_SPLIT, ImageRecord, karpathy, vqa_header
 from vlp.data.toyworld.language import refer, region, sentence
 from vlp.data.toyworld.scene import Shape
 from vlp.data.toyworld.vqa import ANSWERS_PER_QUESTION, consensus
