@@ -188,7 +188,8 @@ def _overflow_on_one_rank(rank: int, store_path: str, optimizer: str, out: str) 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    from vlp.train import distributed, optim, precision
+    from vlp import precision
+    from vlp.train import distributed, optim
 
     dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vlp.model import UnifiedVLP, VLPConfig
-from vlp.train import optim, precision
+from vlp import precision
+from vlp.train import optim
 
 
 def tiny_model():
