@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vlp.cli.args import add_command
+from vlp.eval.args import add_metric_flag
 
 
 def register(subparsers) -> None:
@@ -19,15 +20,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="METRICS.json",
                    help="write overall, perAnswerType, perQuestionType and perQuestion here")
     add_metric_flag(p)
-
-
-def add_metric_flag(p) -> None:
-    """--vqa_metric, shared with `vlp eval-vqa`."""
-    p.add_argument("--vqa_metric", choices=("official", "pre2021"), default="official",
-                   help="official: vqaEval.py as it is since 2021-03-11 (prediction and "
-                   "ground truth normalised alike when the ten answers differ); pre2021: "
-                   "the earlier tool, which VLP's eval_vqa2.py ran (prediction always "
-                   "normalised, ground truth only stripped of punctuation)")
 
 
 def run(args) -> int:

@@ -80,7 +80,7 @@ OWN_FLAGS = {"model_recover_path", "src_file", "split", "vqa_annotations", "run"
 
 def command_args(add_arguments, argv: list[str], shared: argparse.Namespace):
     """An evaluation command's flags: `argv`, then every flag that `shared` also has."""
-    from vlp.cli.args import ArgumentParser
+    from vlp.flags import ArgumentParser
 
     args = add_arguments(ArgumentParser()).parse_args(argv)
     for name, value in vars(shared).items():
@@ -126,7 +126,7 @@ class CaptionData(TaskData):
 
     def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
         """`vlp decode` of each split: coco-caption metrics (and, on ToyWorld, truth)."""
-        from vlp.cli.decode import add_arguments
+        from vlp.decode.args import add_arguments
         from vlp.decode.run import decode
 
         out = {}
@@ -185,7 +185,7 @@ class VQAData(TaskData):
     def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
         """`vlp eval-vqa` of each questions file, under its split name: official accuracy
         where its annotations are given (`--vqa_annotations`, one per file, in order)."""
-        from vlp.cli.eval_vqa import add_arguments
+        from vlp.eval.args import add_vqa_arguments as add_arguments
         from vlp.eval.vqa_predict import evaluate
 
         self.check_evaluation(shared)
@@ -230,7 +230,7 @@ class GroundingData(TaskData):
 
     def evaluate(self, checkpoint: Path, shared: argparse.Namespace) -> dict:
         """`vlp eval-grounding` of every split: Acc@0.5 overall and by expression kind."""
-        from vlp.cli.eval_grounding import add_arguments
+        from vlp.eval.args import add_grounding_arguments as add_arguments
         from vlp.eval.grounding_predict import evaluate
 
         args = command_args(add_arguments, ["--model_recover_path", str(checkpoint),
