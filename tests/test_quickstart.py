@@ -49,7 +49,27 @@ def test_every_stage_reports_a_key_metric(tiny_job):
     assert total == pytest.approx(sum(seconds.values()) - seconds["ablation"], abs=0.5)
     assert len(list((out / "ablation" / "vqa").glob("step.*.test.vqa_metrics.json"))) == 1
     assert (out / "pretrain" / "model.1" / "model.safetensors").is_file()
-    assert (out / "caption" / "model.1.test.beam3.results.json").is_file()
+    caption = caption_checkpoint(out)
+    assert (caption.parent / f"{caption.name}.test.beam3.results.json").is_file()
+
+
+def caption_checkpoint(out):
+    """The caption stage's checkpoint: its multi-task run stops at its steps."""
+    return next(p for p in (out / "caption").glob("step.*") if p.is_dir())
+
+
+def test_the_caption_stage_keeps_localizing_beside_the_captions(tiny_job):
+    import json
+
+    out, printed, _ = tiny_job
+    row = next(line for line in printed.splitlines() if line.startswith("caption "))
+    assert "centre error" in row
+    opt = json.loads((out / "caption" / "opt.json").read_text())
+    assert opt["tasks"] == "img2txt,refcoco" and opt["grounding_objective"] == "centre"
+    captions, expressions = opt["task_weights"]
+    assert opt["max_steps"] == captions + expressions and expressions > 0
+    log = [json.loads(line) for line in (out / "caption" / "log.jsonl").read_text().splitlines()]
+    assert any("centre_error" in r for r in log) and any("img2txt_loss" in r for r in log)
 
 
 def test_a_second_run_reuses_every_stage(tiny_job, capsys):
@@ -62,9 +82,10 @@ def test_a_second_run_reuses_every_stage(tiny_job, capsys):
     assert again < first_seconds  # no stage retrained
 
 
-# Every stage trains one epoch in --tiny; the VQA stage's multi-task run stops at its steps.
-TRAINING_STAGES = {"pretrain": "model", "localize": "model", "caption": "model", "scst": "model", "vqa": "step",
-                   "ablation/caption": "model", "ablation/vqa": "step"}
+# Every stage trains one epoch in --tiny; the caption and VQA stages' multi-task runs stop
+# at their steps.
+TRAINING_STAGES = {"pretrain": "model", "localize": "model", "caption": "step", "scst": "model",
+                   "vqa": "step", "ablation/caption": "step", "ablation/vqa": "step"}
 
 
 def test_the_job_keeps_each_stages_last_checkpoint_as_weights(tiny_job):
@@ -280,11 +301,11 @@ def test_the_place_reading_probe_asks_about_every_drawn_test_shape(tiny_job):
     shapes = sum(len(s["objects"]) for s in json.loads((ann / "scenes_toy.json").read_text())
                  if s["file_name"] in test_files)
     run = subprocess.run([sys.executable, str(PLACE_READING), str(out),
-                          str(out / "caption" / "model.1"), "--layers"], capture_output=True,
+                          str(caption_checkpoint(out)), "--layers"], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     summary, cells, chosen, regions, words = run.stdout.splitlines()[-5:]
-    layers = json.loads((out / "caption" / "model.1" / "config.json").read_text())[
+    layers = json.loads((caption_checkpoint(out) / "config.json").read_text())[
         "num_hidden_layers"]
     for line, what in ((regions, "region slots"), (words, "the [MASK] after")):
         assert what in line
