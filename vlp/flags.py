@@ -65,3 +65,13 @@ def add_accepted_flags(p: argparse.ArgumentParser, script: str, switches: tuple[
     for flag, kind in values:
         g.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
     g.description = " ".join([*switches, *(flag for flag, _ in values)])
+
+
+def add_run_flags(p) -> None:
+    """Where an evaluation's results go and how it runs: the flags every evaluating
+    command shares."""
+    p.add_argument("--output_dir", default=None,
+                   help="where results go (default: beside the checkpoint)")
+    p.add_argument("--num_workers", type=int_at_least(0), default=2)
+    p.add_argument("--no_cuda", action="store_true")
+    p.add_argument("--no_progress", action="store_true")

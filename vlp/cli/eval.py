@@ -10,6 +10,7 @@ import argparse
 
 from vlp.cli.args import add_command, int_at_least
 from vlp.data.sources import add_feature_flags
+from vlp.flags import add_run_flags
 
 
 def register(subparsers) -> None:
@@ -44,11 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_feature_flags(p)
     p.add_argument("--no_java", action="store_true",
                    help="score captions with the pure-Python tokenizer and metrics")
-    p.add_argument("--output_dir", default=None,
-                   help="where results go (default: beside the checkpoint)")
-    p.add_argument("--num_workers", type=int_at_least(0), default=2)
-    p.add_argument("--no_cuda", action="store_true")
-    p.add_argument("--no_progress", action="store_true")
+    add_run_flags(p)
     return p
 
 

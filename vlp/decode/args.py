@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from vlp.data.sources import add_feature_flags
-from vlp.flags import add_accepted_flags, int_at_least
+from vlp.flags import add_accepted_flags, add_run_flags, int_at_least
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -50,15 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--length_norm", choices=("additive", "gnmt"), default="additive")
     m.add_argument("--no_kv_cache", action="store_true",
                    help="recompute the whole sequence each step (same output; slower)")
-    m.add_argument("--output_dir", default=None,
-                   help="where results go (default: beside the checkpoint)")
     m.add_argument("--no_java", action="store_true",
                    help="score with the pure-Python tokenizer and metrics")
     m.add_argument("--no_eval", action="store_true", help="write results only")
     m.add_argument("--grounding", action="store_true",
                    help="also score the split's reference captions with their own images' "
                    "regions and with another image's: the nats per token the image is worth")
-    m.add_argument("--num_workers", type=int_at_least(0), default=2)
-    m.add_argument("--no_cuda", action="store_true")
-    m.add_argument("--no_progress", action="store_true")
+    add_run_flags(m)
     return p

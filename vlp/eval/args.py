@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from vlp.data.sources import add_feature_flags
-from vlp.flags import add_accepted_flags, int_at_least
+from vlp.flags import add_accepted_flags, add_run_flags, int_at_least
 
 
 def add_metric_flag(p) -> None:
@@ -53,11 +53,7 @@ def add_vqa_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--answer_vocab", default=None,
                    help="answer vocabulary (default: the checkpoint's answer_vocab.json)")
     m.add_argument("--method", default="vlp", help="method name in the leaderboard file name")
-    m.add_argument("--output_dir", default=None,
-                   help="where results go (default: beside the checkpoint)")
-    m.add_argument("--num_workers", type=int_at_least(0), default=2)
-    m.add_argument("--no_cuda", action="store_true")
-    m.add_argument("--no_progress", action="store_true")
+    add_run_flags(m)
     return p
 
 
@@ -83,9 +79,5 @@ def add_grounding_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPars
                    help="BERT directory with the vocabulary (default: the checkpoint's)")
     p.add_argument("--do_lower_case", action="store_true")
     add_feature_flags(p)
-    p.add_argument("--output_dir", default=None,
-                   help="where results go (default: beside the checkpoint)")
-    p.add_argument("--num_workers", type=int_at_least(0), default=2)
-    p.add_argument("--no_cuda", action="store_true")
-    p.add_argument("--no_progress", action="store_true")
+    add_run_flags(p)
     return p
