@@ -323,10 +323,15 @@ def caption_run(ctx: Context, out: Path, start: list[str]) -> tuple[Path, dict]:
 
 def final_checkpoint(out: Path, steps: int) -> Path:
     """A --max_steps run's last checkpoint, step.STEPS, without its optimizer state; its
-    epoch checkpoints go (nothing reads them)."""
-    for epoch in out.glob("model.*"):
-        shutil.rmtree(epoch)
+    epoch checkpoints go (nothing reads them). Steps that end an epoch end on that epoch's
+    checkpoint, which becomes step.STEPS."""
     checkpoint = out / f"step.{steps}"
+    epochs = sorted((p for p in out.glob("model.*") if p.is_dir()),
+                    key=lambda p: int(p.name.split(".")[1]))
+    if not checkpoint.exists() and epochs:
+        epochs.pop().rename(checkpoint)
+    for epoch in epochs:
+        shutil.rmtree(epoch)
     weights_only(checkpoint)
     return checkpoint
 
